@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what the workspace needs into a project-local virtual environment, only when missing:
+#   .venv/            python venv with the pinned torch (libtorch for tch) and onnxruntime wheels,
+#                     plus onnx and tensorboard (used by tests to check our files with the official readers)
+#   .venv/libtorch    link to the torch wheel's libtorch layout (LIBTORCH in .cargo/config.toml)
+#   .venv/libonnxruntime.so  link to the wheel's ONNX Runtime library (ORT_DYLIB_PATH in .cargo/config.toml)
+# Safe to run again: it does nothing when everything is in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH=2.11.0
+ONNXRUNTIME=1.31.1
+ONNX=1.20.0
+TENSORBOARD=2.21.0
+NUMPY=2.3.5
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $($PY --version)"
+  $PY -m venv .venv
+fi
+want=(torch==$TORCH onnxruntime==$ONNXRUNTIME onnx==$ONNX tensorboard==$TENSORBOARD numpy==$NUMPY)
+missing=()
+for req in "${want[@]}"; do
+  name=${req%%==*}; ver=${req##*==}
+  have=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('$name'))" 2>/dev/null || true)
+  [ "${have%%+*}" = "$ver" ] || missing+=("$req")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "${missing[@]}"
+fi
+
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+ln -sfn "$site/torch" .venv/libtorch
+ort=$(ls "$site"/onnxruntime/capi/libonnxruntime.so.* | head -n1)
+ln -sfn "$ort" .venv/libonnxruntime.so
+echo "setup: ok (libtorch $TORCH, onnxruntime $ONNXRUNTIME in .venv)"

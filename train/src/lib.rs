@@ -1,0 +1,1 @@
+//! Trainer (skeleton; being written).
