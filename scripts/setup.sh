@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the workspace needs into a project-local virtual environment, only when missing:
 #   .venv/            python venv with the pinned torch (libtorch for tch) and onnxruntime wheels,
-#                     plus onnx and tensorboard (used by tests to check our files with the official readers)
+#                     plus onnx, tensorboard and tritonclient (tests check our files and server with the
+#                     official checker, reader and client)
 #   .venv/libtorch    link to the torch wheel's libtorch layout (LIBTORCH in .cargo/config.toml)
 #   .venv/libonnxruntime.so  link to the wheel's ONNX Runtime library (ORT_DYLIB_PATH in .cargo/config.toml)
 # Safe to run again: it does nothing when everything is in place.
@@ -13,16 +14,17 @@ ONNXRUNTIME=1.31.1
 ONNX=1.20.0
 TENSORBOARD=2.21.0
 NUMPY=2.3.5
+TRITONCLIENT=2.73.0
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $($PY --version)"
   $PY -m venv .venv
 fi
-want=(torch==$TORCH onnxruntime==$ONNXRUNTIME onnx==$ONNX tensorboard==$TENSORBOARD numpy==$NUMPY)
+want=(torch==$TORCH onnxruntime==$ONNXRUNTIME onnx==$ONNX tensorboard==$TENSORBOARD numpy==$NUMPY "tritonclient[http]==$TRITONCLIENT")
 missing=()
 for req in "${want[@]}"; do
-  name=${req%%==*}; ver=${req##*==}
+  name=${req%%==*}; name=${name%%[*}; ver=${req##*==}
   have=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('$name'))" 2>/dev/null || true)
   [ "${have%%+*}" = "$ver" ] || missing+=("$req")
 done

@@ -1,1 +1,39 @@
-//! CPU inference (skeleton; being written).
+//! CPU inference for the CIFAR-10 tutorial model.
+//!
+//! - [`Engine`]: the contract every backend implements (logits of preprocessed inputs);
+//! - [`ndarray_engine::NdarrayEngine`]: the pure-Rust engine (no C/C++ dependency with
+//!   `default-features = false`);
+//! - [`Classifier`]: images in, [`Prediction`]s out, for apps and servers;
+//! - [`image_input`] (feature `image`): PNG/JPEG decoding;
+//! - `onnx` (feature `onnx`): the ONNX Runtime backend.
+//!
+//! ```
+//! // A model from a file would be `Classifier::from_path("model.safetensors")`.
+//! let classifier = infer::Classifier::from_bytes(&infer::random_weights(0).to_bytes()?)?;
+//! let record = [0u8; 3073]; // label byte + planar 32×32 RGB
+//! let prediction = &classifier.classify_records(&record)?[0];
+//! println!("{} ({:.1}%)", prediction.label, 100.0 * prediction.probabilities[prediction.class]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod classifier;
+pub mod engine;
+pub mod error;
+pub mod evaluation;
+#[cfg(feature = "fetch")]
+pub mod fetch;
+#[cfg(feature = "image")]
+pub mod image_input;
+pub mod ndarray_engine;
+#[cfg(feature = "onnx")]
+pub mod onnx;
+pub mod prediction;
+mod random_weights;
+#[cfg(feature = "serve")]
+pub mod serve;
+
+pub use classifier::Classifier;
+pub use engine::Engine;
+pub use error::InferError;
+pub use prediction::{Prediction, Ranked};
+pub use random_weights::random_weights;

@@ -15,6 +15,8 @@ pub mod arch;
 pub mod atomic;
 pub mod cifar;
 pub mod digest;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 pub mod preprocess;
 pub mod weights;
 

@@ -1,1 +1,33 @@
-//! Trainer (skeleton; being written).
+//! Trainer for the CIFAR-10 tutorial model on tch (libtorch).
+//!
+//! - [`model`]: the network, its variables named as in the weights file;
+//! - [`layers`]: the layers as tch operations (SAME pooling, TensorFlow LRN);
+//! - [`distort`], [`inputs`]: the distorted training inputs, made ahead on worker threads;
+//! - [`schedule`], [`ema`]: the learning rate and the weights' moving average;
+//! - [`towers`]: data-parallel replicas, gradients averaged;
+//! - [`trainer`]: the training loop, with [`progress`] lines and [`tensorboard`] summaries;
+//! - [`checkpoint`]: resumable, atomic checkpoints;
+//! - [`summary`]: TensorBoard event files;
+//! - [`evaluate`], [`export`]: precision@1 on the test set, weights files from checkpoints;
+//! - [`seeding`]: the seeded random streams behind every random choice;
+//! - [`error`]: [`TrainError`].
+
+pub mod checkpoint;
+pub mod distort;
+pub mod evaluate;
+pub mod export;
+pub mod ema;
+pub mod error;
+pub mod inputs;
+pub mod layers;
+pub mod model;
+pub mod progress;
+pub mod schedule;
+pub mod seeding;
+pub mod summary;
+pub mod tensorboard;
+pub mod towers;
+pub mod trainer;
+
+pub use error::TrainError;
+pub use model::Net;

@@ -1,0 +1,87 @@
+"""The CIFAR-10 tutorial CNN's training step in PyTorch, for benches/train_step.rs.
+
+Same model and recipe as the tch trainer: conv5x5-64, relu, max-pool 3x3/2 SAME (padding
+-inf at the end), LRN (TensorFlow's alpha 0.001/9 per summed square is PyTorch's alpha
+0.001 over size 9), conv, relu, LRN, pool, fc384, fc192, fc10; mean cross-entropy plus
+0.004 * 1/2 |W|^2 on local3/local4; plain SGD; moving average of every weight.
+
+Prints one JSON line: {"framework", "threads", "batch", "step_seconds": [...]}.
+Run: .venv/bin/python benches/train_step.py --steps 20 --threads 2
+"""
+
+import argparse
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 64, 5, padding=2)
+        self.conv2 = torch.nn.Conv2d(64, 64, 5, padding=2)
+        self.local3 = torch.nn.Linear(64 * 6 * 6, 384)
+        self.local4 = torch.nn.Linear(384, 192)
+        self.softmax_linear = torch.nn.Linear(192, 10)
+        for layer, std in [(self.conv1, 5e-2), (self.conv2, 5e-2), (self.local3, 0.04), (self.local4, 0.04), (self.softmax_linear, 1 / 192)]:
+            torch.nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
+        for layer, value in [(self.conv1, 0.0), (self.conv2, 0.1), (self.local3, 0.1), (self.local4, 0.1), (self.softmax_linear, 0.0)]:
+            torch.nn.init.constant_(layer.bias, value)
+
+    @staticmethod
+    def pool(x):
+        # TensorFlow SAME for 3x3/2 on even sides: one padded row/column at the end, never winning.
+        return F.max_pool2d(F.pad(x, (0, 1, 0, 1), value=float("-inf")), 3, 2)
+
+    @staticmethod
+    def lrn(x):
+        return F.local_response_norm(x, size=9, alpha=0.001, beta=0.75, k=1.0)
+
+    def forward(self, x):
+        x = self.lrn(self.pool(F.relu(self.conv1(x))))
+        x = self.pool(self.lrn(F.relu(self.conv2(x))))
+        x = F.relu(self.local3(x.flatten(1)))
+        x = F.relu(self.local4(x))
+        return self.softmax_linear(x)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    net = Net()
+    params = list(net.parameters())
+    shadow = [p.detach().clone() for p in params]
+    optimizer = torch.optim.SGD(params, lr=0.1)
+    images = torch.randn(args.batch, 3, 24, 24)
+    labels = torch.randint(0, 10, (args.batch,))
+
+    times = []
+    for step in range(args.warmup + args.steps):
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        logits = net(images)
+        loss = F.cross_entropy(logits, labels)
+        loss = loss + 0.004 * 0.5 * (net.local3.weight.square().sum() + net.local4.weight.square().sum())
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            decay = min(0.9999, (1 + step) / (10 + step))
+            for s, p in zip(shadow, params):
+                s.sub_((1 - decay) * (s - p))
+        loss.item()
+        if step >= args.warmup:
+            times.append(time.perf_counter() - start)
+    print(json.dumps({"framework": f"PyTorch {torch.__version__}", "threads": args.threads, "batch": args.batch, "step_seconds": times}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+//! `cifar10 export-onnx`: writes the model as a standard ONNX file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use argh::FromArgs;
+use model_format::onnx::{self, INPUT_NAME, IR_VERSION, LOGITS_NAME, OPSET_VERSION, PROBABILITIES_NAME};
+use model_format::Weights;
+
+/// Export a model to ONNX (input: preprocessed float32 [N,3,24,24]).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "export-onnx")]
+pub struct ExportOnnxArgs {
+    /// weights file (.safetensors)
+    #[argh(option)]
+    model: PathBuf,
+    /// ONNX file to write (replaced atomically if it exists)
+    #[argh(option)]
+    out: PathBuf,
+}
+
+pub fn run(args: ExportOnnxArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let weights = Weights::load(&args.model)?;
+    onnx::save(&weights, &args.out)?;
+    println!(
+        "wrote {} (ONNX IR {IR_VERSION}, opset {OPSET_VERSION}): input `{INPUT_NAME}` {}; outputs `{LOGITS_NAME}` and `{PROBABILITIES_NAME}` float32 [N,10]",
+        args.out.display(),
+        onnx::input_contract()
+    );
+    Ok(ExitCode::SUCCESS)
+}

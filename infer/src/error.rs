@@ -1,0 +1,60 @@
+//! Errors of the inference crate.
+
+use std::fmt;
+
+use model_format::cifar::DataError;
+use model_format::WeightsError;
+
+/// Everything that can go wrong while loading a model or classifying inputs.
+#[derive(Debug)]
+pub enum InferError {
+    /// The model file failed validation.
+    Weights(WeightsError),
+    /// The dataset could not be read.
+    Data(DataError),
+    /// A batch of zero inputs.
+    EmptyBatch,
+    /// An input or output slice of the wrong length.
+    Length { what: &'static str, expected: usize, found: usize },
+    /// An image that could not be decoded or has the wrong size.
+    Image(String),
+    /// The backend itself failed (e.g. ONNX Runtime missing or refusing the model).
+    Backend(String),
+}
+
+impl fmt::Display for InferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InferError::Weights(e) => write!(f, "{e}"),
+            InferError::Data(e) => write!(f, "{e}"),
+            InferError::EmptyBatch => write!(f, "empty batch: give at least one input"),
+            InferError::Length { what, expected, found } => {
+                write!(f, "{what} has {found} values, expected {expected}")
+            }
+            InferError::Image(why) => write!(f, "{why}"),
+            InferError::Backend(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+impl std::error::Error for InferError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            InferError::Weights(e) => Some(e),
+            InferError::Data(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<WeightsError> for InferError {
+    fn from(e: WeightsError) -> Self {
+        InferError::Weights(e)
+    }
+}
+
+impl From<DataError> for InferError {
+    fn from(e: DataError) -> Self {
+        InferError::Data(e)
+    }
+}

@@ -1,0 +1,197 @@
+//! The pure-Rust CPU engine: im2col + `matrixmultiply` sgemm for the convolutions (bias and
+//! ReLU fused into one pass over the output), direct loops for pooling and LRN, and
+//! vectorised dot products (AVX2+FMA when the CPU has them) for the fully connected layers.
+//! No C or C++ code.
+//!
+//! # Memory
+//!
+//! The engine holds a copy of the weights: 1,068,298 floats, about 4.3 MB (the
+//! [`Weights`] it was built from can be dropped). Each worker thread needs about 1.2 MB of
+//! scratch for one image at a time (im2col of conv2: 1,600 × 144 floats, plus two 64×24×24
+//! maps) and 18 KB per example of its share of the batch for the fully connected part; see
+//! [`NdarrayEngine::workspace_bytes`] for the exact figure at a batch size (about 1.2 MB at
+//! batch 1 and 3.6 MB at batch 128 on one thread). Beyond that, `matrixmultiply` allocates
+//! and frees a packing buffer inside each convolution product (about 0.5 MB at most).
+//! Classifying one PNG with the `cifar10` CLI peaks at about 11.5 MB resident.
+//!
+//! # Threads
+//!
+//! With `threads = 1` the engine runs on the calling thread and starts no thread. With more,
+//! a batch is split into that many chunks run on scoped threads (`std::thread::scope`); a
+//! batch smaller than that (one image) shares each convolution's output channels instead.
+//! `matrixmultiply`'s own pool is sized once per process by the `MATMUL_NUM_THREADS`
+//! environment variable (default: the physical cores); set it to 1 before the first
+//! inference, as the `cifar10` CLI does, so that `threads` is the whole story.
+//! Results are bitwise the same for any thread count and any batch split.
+
+mod conv;
+mod dense;
+mod lrn;
+mod plan;
+mod pool;
+mod workspace;
+
+use std::sync::Mutex;
+
+use model_format::arch::INPUT_LEN;
+use model_format::Weights;
+
+use crate::engine::Engine;
+use crate::error::InferError;
+use plan::Plan;
+pub use workspace::Workspace;
+use workspace::Scratch;
+
+/// The pure-Rust engine (backend name `"ndarray"`).
+///
+/// ```
+/// use infer::{Engine, ndarray_engine::NdarrayEngine};
+/// let engine = NdarrayEngine::new(&infer::random_weights(7), 1)?;
+/// let input = vec![0.5f32; model_format::arch::INPUT_LEN]; // one preprocessed image
+/// let mut logits = [0.0f32; model_format::NUM_CLASSES];
+/// engine.logits(&input, 1, &mut logits)?;
+/// assert!(logits.iter().all(|v| v.is_finite()));
+/// # Ok::<(), infer::InferError>(())
+/// ```
+#[derive(Debug)]
+pub struct NdarrayEngine {
+    plan: Plan,
+    threads: usize,
+    /// Workspaces of finished calls, reused by the next ones (one per concurrent caller).
+    spare: Mutex<Vec<Workspace>>,
+}
+
+impl NdarrayEngine {
+    /// Builds the engine from validated weights; `threads` (at least 1) is how many threads
+    /// one call may use.
+    pub fn new(weights: &Weights, threads: usize) -> Result<Self, InferError> {
+        Ok(NdarrayEngine { plan: Plan::build(weights)?, threads: threads.max(1), spare: Mutex::new(Vec::new()) })
+    }
+
+    /// Threads one call may use.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Scratch bytes a call with `batch` examples needs (beside the 4.3 MB of weights).
+    ///
+    /// ```
+    /// let engine = infer::ndarray_engine::NdarrayEngine::new(&infer::random_weights(0), 1)?;
+    /// assert!(engine.workspace_bytes(128) > engine.workspace_bytes(1));
+    /// # Ok::<(), infer::InferError>(())
+    /// ```
+    pub fn workspace_bytes(&self, batch: usize) -> usize {
+        let mut workspace = Workspace::new();
+        let (workers, rows) = self.split(batch.max(1));
+        workspace.reserve(&self.plan, workers, rows);
+        workspace.bytes()
+    }
+
+    /// Bytes of weights the engine holds.
+    pub fn weight_bytes(&self) -> usize {
+        model_format::PARAM_COUNT * std::mem::size_of::<f32>()
+    }
+
+    /// Like [`Engine::logits`], with an explicit workspace (no lock, no pool).
+    pub fn logits_with(
+        &self,
+        workspace: &mut Workspace,
+        input: &[f32],
+        batch: usize,
+        logits: &mut [f32],
+    ) -> Result<(), InferError> {
+        check_lengths(input, batch, logits, self.plan.out_len())?;
+        let (workers, rows) = self.split(batch);
+        workspace.reserve(&self.plan, workers, rows);
+        let out_len = self.plan.out_len();
+        let jobs = input.chunks(rows * INPUT_LEN).zip(logits.chunks_mut(rows * out_len));
+        if workers == 1 {
+            // Fewer images than threads (a single image): the threads share each convolution.
+            run_chunk(&self.plan, &mut workspace.slots[0], input, logits, self.threads);
+            return Ok(());
+        }
+        std::thread::scope(|scope| {
+            let mut jobs = jobs.zip(workspace.slots.iter_mut());
+            let ((first_in, first_out), first_slot) = jobs.next().expect("batch is not empty");
+            for ((chunk_in, chunk_out), slot) in jobs {
+                scope.spawn(|| run_chunk(&self.plan, slot, chunk_in, chunk_out, 1));
+            }
+            run_chunk(&self.plan, first_slot, first_in, first_out, 1);
+        });
+        Ok(())
+    }
+
+    /// `(workers, rows per worker)` for a batch.
+    fn split(&self, batch: usize) -> (usize, usize) {
+        let workers = self.threads.min(batch).max(1);
+        let rows = batch.div_ceil(workers);
+        (batch.div_ceil(rows), rows)
+    }
+}
+
+impl Engine for NdarrayEngine {
+    fn name(&self) -> &'static str {
+        "ndarray"
+    }
+
+    fn logits(&self, input: &[f32], batch: usize, logits: &mut [f32]) -> Result<(), InferError> {
+        let taken = self.spare.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        let mut workspace = taken.unwrap_or_default();
+        let result = self.logits_with(&mut workspace, input, batch, logits);
+        self.spare.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(workspace);
+        result
+    }
+}
+
+fn check_lengths(input: &[f32], batch: usize, logits: &[f32], out_len: usize) -> Result<(), InferError> {
+    if batch == 0 {
+        return Err(InferError::EmptyBatch);
+    }
+    if input.len() != batch * INPUT_LEN {
+        return Err(InferError::Length { what: "input", expected: batch * INPUT_LEN, found: input.len() });
+    }
+    if logits.len() != batch * out_len {
+        return Err(InferError::Length { what: "logits", expected: batch * out_len, found: logits.len() });
+    }
+    Ok(())
+}
+
+/// The whole forward pass for one chunk of the batch on the current thread (helped by
+/// `threads - 1` more inside each convolution).
+fn run_chunk(plan: &Plan, scratch: &mut Scratch, input: &[f32], logits: &mut [f32], threads: usize) {
+    let rows = input.len() / INPUT_LEN;
+    let Scratch { ping, pong, col, sums, rows_a, rows_b } = scratch;
+    let mut maps = MapBuffers { ping, pong, col, sums };
+    for (image, flat) in input.chunks_exact(INPUT_LEN).zip(rows_a.chunks_exact_mut(plan.flat_len)) {
+        map_steps(plan, image, &mut maps, flat, threads);
+    }
+    let (mut current, mut next) = (rows_a, rows_b);
+    for step in &plan.dense_steps {
+        step.run(current, rows, next);
+        std::mem::swap(&mut current, &mut next);
+    }
+    logits.copy_from_slice(&current[..logits.len()]);
+}
+
+/// The per-image buffers of one worker.
+struct MapBuffers<'a> {
+    ping: &'a mut [f32],
+    pong: &'a mut [f32],
+    col: &'a mut [f32],
+    sums: &'a mut [f32],
+}
+
+/// Runs the per-image steps of one image and writes the flattened result to `flat`.
+fn map_steps(plan: &Plan, image: &[f32], maps: &mut MapBuffers, flat: &mut [f32], threads: usize) {
+    let Some((first, rest)) = plan.map_steps.split_first() else {
+        flat.copy_from_slice(&image[..flat.len()]);
+        return;
+    };
+    first.run(image, maps.ping, maps.col, maps.sums, threads);
+    let (mut current, mut next) = (&mut *maps.ping, &mut *maps.pong);
+    for step in rest {
+        step.run(current, next, maps.col, maps.sums, threads);
+        std::mem::swap(&mut current, &mut next);
+    }
+    flat.copy_from_slice(&current[..flat.len()]);
+}

@@ -1,0 +1,364 @@
+//! `cifar10-train`: train the CIFAR-10 tutorial model, evaluate it, export its weights.
+//!
+//! ```text
+//! cifar10-train train --train-dir runs/a --max-steps 30000
+//! cifar10-train train --train-dir runs/a --max-steps 60000 --resume
+//! cifar10-train eval --train-dir runs/a [--every 300]
+//! cifar10-train export --train-dir runs/a --output model.safetensors
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use argh::FromArgs;
+use model_format::cifar::Dataset;
+use model_format::Weights;
+use tch::Device;
+use train::checkpoint::{self, Checkpoint};
+use train::evaluate::EvalSet;
+use train::export::{self, WeightsKind};
+use train::trainer::{self, TrainConfig};
+use train::{towers, TrainError};
+
+/// Set by Ctrl-C: the loops stop at the next step boundary and save.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+#[derive(FromArgs)]
+/// Train, evaluate and export the CIFAR-10 tutorial CNN (tch / libtorch).
+struct Cli {
+    #[argh(subcommand)]
+    command: Command,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Command {
+    Train(TrainArgs),
+    Eval(EvalArgs),
+    Export(ExportArgs),
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "train")]
+/// Train with distorted inputs, SGD, weight decay and moving averages; checkpoint as it goes.
+struct TrainArgs {
+    /// cifar-10-batches-bin folder (default: $CIFAR10_DATA_DIR, else ../shared/cifar10/cifar-10-batches-bin)
+    #[argh(option)]
+    data_dir: Option<PathBuf>,
+    /// where checkpoints and event logs go
+    #[argh(option, default = "PathBuf::from(\"cifar10_train\")")]
+    train_dir: PathBuf,
+    /// total steps to reach (a resumed run counts its earlier steps)
+    #[argh(option, default = "1_000_000")]
+    max_steps: u64,
+    /// examples per step, split over the towers
+    #[argh(option, default = "128")]
+    batch_size: usize,
+    /// steps between log lines
+    #[argh(option, default = "10")]
+    log_frequency: u64,
+    /// seed of the initial weights, input order and distortions
+    #[argh(option, default = "0")]
+    seed: u64,
+    /// comma-separated devices: cpu, cuda:0, cuda:1, ... (default: every CUDA device, else cpu)
+    #[argh(option)]
+    devices: Option<String>,
+    /// model replicas per device
+    #[argh(option, default = "1")]
+    towers: usize,
+    /// initial learning rate
+    #[argh(option, default = "0.1")]
+    learning_rate: f64,
+    /// learning-rate decay factor
+    #[argh(option, default = "0.1")]
+    learning_rate_decay_factor: f64,
+    /// epochs after which the learning rate decays
+    #[argh(option, default = "350.0")]
+    num_epochs_per_decay: f64,
+    /// decay of the weights' moving average
+    #[argh(option, default = "0.9999")]
+    moving_average_decay: f64,
+    /// steps between checkpoints (one is always written at the end)
+    #[argh(option, default = "1000")]
+    checkpoint_every: u64,
+    /// checkpoints to keep
+    #[argh(option, default = "5")]
+    keep_checkpoints: usize,
+    /// continue from the newest checkpoint in --train-dir
+    #[argh(switch)]
+    resume: bool,
+    /// steps between TensorBoard histograms and images (0: no summaries)
+    #[argh(option, default = "100")]
+    summary_every: u64,
+    /// steps between precision@1 evaluations on the test set (0: never)
+    #[argh(option, default = "0")]
+    eval_every: u64,
+    /// threads preparing input batches
+    #[argh(option, default = "1")]
+    input_workers: usize,
+    /// libtorch intra-op threads (default: libtorch's choice)
+    #[argh(option)]
+    threads: Option<i32>,
+    /// train on only the first N training examples (quick experiments)
+    #[argh(option)]
+    train_examples: Option<usize>,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "eval")]
+/// Precision@1 of the averaged weights over the whole test set.
+struct EvalArgs {
+    /// cifar-10-batches-bin folder
+    #[argh(option)]
+    data_dir: Option<PathBuf>,
+    /// folder of the training run (its newest checkpoint is evaluated)
+    #[argh(option, default = "PathBuf::from(\"cifar10_train\")")]
+    train_dir: PathBuf,
+    /// a checkpoint file or an exported weights file instead of the newest checkpoint
+    #[argh(option)]
+    checkpoint: Option<PathBuf>,
+    /// evaluate the raw weights instead of their moving average
+    #[argh(switch)]
+    raw: bool,
+    /// device to evaluate on (cpu, cuda:N)
+    #[argh(option, default = "String::from(\"cpu\")")]
+    device: String,
+    /// re-evaluate the newest checkpoint every SECONDS until Ctrl-C
+    #[argh(option)]
+    every: Option<u64>,
+    /// also log precision@1 to TensorBoard event files here
+    #[argh(option)]
+    eval_dir: Option<PathBuf>,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "export")]
+/// Write a checkpoint's weights to a model-format safetensors file with metadata.
+struct ExportArgs {
+    /// cifar-10-batches-bin folder (for the fingerprint and the measured precision)
+    #[argh(option)]
+    data_dir: Option<PathBuf>,
+    /// folder of the training run
+    #[argh(option, default = "PathBuf::from(\"cifar10_train\")")]
+    train_dir: PathBuf,
+    /// checkpoint to export (default: the newest in --train-dir)
+    #[argh(option)]
+    checkpoint: Option<PathBuf>,
+    /// the weights file to write
+    #[argh(option)]
+    output: PathBuf,
+    /// also write the raw (not averaged) weights to this file
+    #[argh(option)]
+    raw_output: Option<PathBuf>,
+    /// device used to measure precision@1
+    #[argh(option, default = "String::from(\"cpu\")")]
+    device: String,
+}
+
+fn main() -> ExitCode {
+    let cli: Cli = argh::from_env();
+    let _ = ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            eprintln!("second interrupt: exiting without saving");
+            std::process::exit(130);
+        }
+        eprintln!("interrupt: stopping after this step and saving a checkpoint (Ctrl-C again to abort)");
+    });
+    let result = match cli.command {
+        Command::Train(args) => run_train(args),
+        Command::Eval(args) => run_eval(args),
+        Command::Export(args) => run_export(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_train(args: TrainArgs) -> Result<(), TrainError> {
+    if let Some(threads) = args.threads {
+        tch::set_num_threads(threads);
+    }
+    let dataset = Dataset::locate(args.data_dir.as_deref())?;
+    let mut train_records = dataset.train()?;
+    if let Some(n) = args.train_examples {
+        train_records = train_records.head(n);
+    }
+    let test_records = if args.eval_every > 0 { Some(dataset.test()?) } else { None };
+    let devices = match &args.devices {
+        Some(list) => towers::parse_devices(list)?,
+        None => towers::default_devices(),
+    };
+    let config = TrainConfig {
+        train_dir: args.train_dir,
+        max_steps: args.max_steps,
+        batch_size: args.batch_size,
+        log_frequency: args.log_frequency,
+        seed: args.seed,
+        devices,
+        towers_per_device: args.towers,
+        learning_rate: args.learning_rate,
+        learning_rate_decay_factor: args.learning_rate_decay_factor,
+        epochs_per_decay: args.num_epochs_per_decay,
+        moving_average_decay: args.moving_average_decay,
+        checkpoint_every: args.checkpoint_every,
+        keep_checkpoints: args.keep_checkpoints,
+        resume: args.resume,
+        summary_every: args.summary_every,
+        eval_every: args.eval_every,
+        input_workers: args.input_workers,
+    };
+    println!(
+        "training {} parameters on {} example(s) from {}, batch {}, devices {:?} x{} tower(s), {} intra-op thread(s), into {}",
+        model_format::PARAM_COUNT,
+        train_records.len(),
+        dataset.dir.display(),
+        config.batch_size,
+        config.devices,
+        config.towers_per_device,
+        tch::get_num_threads(),
+        config.train_dir.display()
+    );
+    let outcome = trainer::train(&config, Arc::new(train_records), test_records.as_ref(), &STOP)?;
+    println!(
+        "{} at step {}: {:.1} examples/sec over this run, {:.2}% of the time waiting for input; checkpoint {}",
+        if outcome.interrupted { "stopped" } else { "done" },
+        outcome.step,
+        outcome.examples_per_sec,
+        100.0 * outcome.input_wait,
+        outcome.checkpoint.display()
+    );
+    Ok(())
+}
+
+/// The weights to evaluate or export: from a checkpoint (EMA or raw) or a weights file.
+struct Loaded {
+    values: Vec<Vec<f32>>,
+    step: u64,
+    /// "averaged" or "raw".
+    kind: String,
+    source: PathBuf,
+}
+
+fn load(path: &Path, raw: bool) -> Result<Loaded, TrainError> {
+    match Checkpoint::load(path) {
+        Ok(ckpt) => Ok(Loaded {
+            values: if raw { ckpt.raw } else { ckpt.ema },
+            step: ckpt.step,
+            kind: if raw { "raw" } else { "averaged" }.into(),
+            source: path.into(),
+        }),
+        // Not a checkpoint: accept an exported weights file, else report the checkpoint error.
+        Err(ckpt_err) => match Weights::load(path) {
+            Ok(weights) => Ok(Loaded {
+                values: weights.iter().map(|(_, d)| d.to_vec()).collect(),
+                step: weights.metadata.step.unwrap_or(0),
+                kind: match weights.metadata.weights_kind.as_deref() {
+                    Some("raw") => "raw".into(),
+                    Some(_) => "averaged".into(),
+                    None => "unlabelled".into(),
+                },
+                source: path.into(),
+            }),
+            Err(_) => Err(ckpt_err),
+        },
+    }
+}
+
+fn newest_checkpoint(train_dir: &Path) -> Result<PathBuf, TrainError> {
+    checkpoint::latest(train_dir)?.ok_or_else(|| {
+        TrainError::Config(format!("{}: no checkpoint (model.ckpt-*.safetensors) found; train first or pass --checkpoint", train_dir.display()))
+    })
+}
+
+fn device(name: &str) -> Result<Device, TrainError> {
+    let devices = towers::parse_devices(name)?;
+    match devices.as_slice() {
+        [one] => Ok(*one),
+        _ => Err(TrainError::Config(format!("--device: give one device, not `{name}`"))),
+    }
+}
+
+fn run_eval(args: EvalArgs) -> Result<(), TrainError> {
+    let device = device(&args.device)?;
+    let dataset = Dataset::locate(args.data_dir.as_deref())?;
+    let test = EvalSet::new(&dataset.test()?);
+    let mut board = args.eval_dir.as_deref().map(train::tensorboard::Board::create).transpose()?;
+    let mut last: Option<PathBuf> = None;
+    loop {
+        let path = match &args.checkpoint {
+            Some(path) => path.clone(),
+            None => newest_checkpoint(&args.train_dir)?,
+        };
+        if last.as_ref() != Some(&path) {
+            let loaded = load(&path, args.raw)?;
+            let precision = test.precision_of(&loaded.values, device)?;
+            println!(
+                "{}: precision @ 1 = {precision:.4} on {} test images ({} weights of step {}, {})",
+                train::progress::utc_now(),
+                test.len(),
+                loaded.kind,
+                loaded.step,
+                loaded.source.display()
+            );
+            if let Some(board) = board.as_mut() {
+                board.scalar("precision @ 1", loaded.step, precision)?;
+                board.flush()?;
+            }
+            last = Some(path);
+        }
+        let Some(every) = args.every else { return Ok(()) };
+        if sleep_unless_stopped(Duration::from_secs(every)) {
+            return Ok(());
+        }
+    }
+}
+
+/// Sleeps `total`, waking early when Ctrl-C is pressed; true when stopped.
+fn sleep_unless_stopped(total: Duration) -> bool {
+    let tick = Duration::from_millis(200);
+    let mut slept = Duration::ZERO;
+    while slept < total {
+        if STOP.load(Ordering::SeqCst) {
+            return true;
+        }
+        std::thread::sleep(tick);
+        slept += tick;
+    }
+    STOP.load(Ordering::SeqCst)
+}
+
+fn run_export(args: ExportArgs) -> Result<(), TrainError> {
+    let device = device(&args.device)?;
+    let dataset = Dataset::locate(args.data_dir.as_deref())?;
+    let path = match &args.checkpoint {
+        Some(path) => path.clone(),
+        None => newest_checkpoint(&args.train_dir)?,
+    };
+    let checkpoint = Checkpoint::load(&path)?;
+    let fingerprint = dataset.fingerprint()?;
+    let test = EvalSet::new(&dataset.test()?);
+    let mut outputs = vec![(WeightsKind::Ema, args.output.clone())];
+    if let Some(raw) = &args.raw_output {
+        outputs.push((WeightsKind::Raw, raw.clone()));
+    }
+    for (kind, output) in outputs {
+        let weights = export::to_weights(&checkpoint, &path, kind, &test, &fingerprint, device)?;
+        weights.save(&output)?;
+        println!(
+            "wrote {} ({} weights of step {}, precision @ 1 = {:.4} on {} test images)",
+            output.display(),
+            kind.as_str(),
+            checkpoint.step,
+            weights.metadata.precision_at_1.unwrap_or(f64::NAN),
+            test.len()
+        );
+    }
+    Ok(())
+}

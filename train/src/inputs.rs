@@ -1,0 +1,185 @@
+//! The training input pipeline: examples shuffled across the whole training set every
+//! epoch, distorted (see [`crate::distort`]), grouped into batches, and produced by worker
+//! threads ahead of the training step through bounded queues.
+//!
+//! Batch `s` holds the examples at positions `s·B .. (s+1)·B` of an endless sequence of
+//! epochs, epoch `e` being a permutation drawn from `(seed, e)`; example `i` of the batch is
+//! distorted with draws from the stream of `(seed, s)`. So a batch depends only on the seed
+//! and the step, whichever worker makes it and whenever.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use model_format::arch::INPUT_LEN;
+use model_format::cifar::Records;
+use rand::seq::SliceRandom;
+
+use crate::distort::Distortion;
+use crate::seeding::{stream, Purpose};
+
+/// One training batch, ready for the network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub step: u64,
+    /// `[B, 3, 24, 24]` values, NCHW.
+    pub images: Vec<f32>,
+    /// `B` labels, 0–9.
+    pub labels: Vec<i64>,
+}
+
+/// The order of the examples in one epoch.
+pub fn epoch_order(seed: u64, epoch: u64, examples: usize) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..examples as u32).collect();
+    order.shuffle(&mut stream(seed, Purpose::EpochOrder, epoch));
+    order
+}
+
+/// Builds batches; keeps the current epoch's order so that it is drawn once per epoch.
+pub struct BatchMaker {
+    records: Arc<Records>,
+    seed: u64,
+    batch_size: usize,
+    order: Option<(u64, Vec<u32>)>,
+}
+
+impl BatchMaker {
+    pub fn new(records: Arc<Records>, seed: u64, batch_size: usize) -> BatchMaker {
+        BatchMaker { records, seed, batch_size, order: None }
+    }
+
+    /// The record index at `position` of the endless epoch sequence.
+    fn example_at(&mut self, position: u64) -> usize {
+        let n = self.records.len() as u64;
+        let epoch = position / n;
+        if self.order.as_ref().map(|(e, _)| *e) != Some(epoch) {
+            self.order = Some((epoch, epoch_order(self.seed, epoch, n as usize)));
+        }
+        let (_, order) = self.order.as_ref().expect("just set");
+        order[(position % n) as usize] as usize
+    }
+
+    /// Batch `step`.
+    pub fn make(&mut self, step: u64) -> Batch {
+        let b = self.batch_size;
+        let mut images = vec![0f32; b * INPUT_LEN];
+        let mut labels = Vec::with_capacity(b);
+        let mut rng = stream(self.seed, Purpose::Distortion, step);
+        for (i, out) in images.chunks_exact_mut(INPUT_LEN).enumerate() {
+            let index = self.example_at(step * b as u64 + i as u64);
+            Distortion::draw(&mut rng).apply(self.records.image(index), out);
+            labels.push(i64::from(self.records.label(index)));
+        }
+        Batch { step, images, labels }
+    }
+}
+
+/// Worker threads producing batches `first_step, first_step + 1, …` ahead of the consumer.
+/// Worker `w` makes the steps `≡ w (mod workers)` into its own bounded queue, and
+/// [`InputQueue::next`] reads the queues in turn, so batches arrive in step order.
+pub struct InputQueue {
+    queues: Vec<Receiver<Batch>>,
+    next_step: u64,
+    first_step: u64,
+    stop: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl InputQueue {
+    /// Starts `workers` threads (at least one), each keeping up to `depth` batches ready.
+    pub fn start(records: Arc<Records>, seed: u64, batch_size: usize, first_step: u64, workers: usize, depth: usize) -> InputQueue {
+        let workers = workers.max(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut queues = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let (tx, rx) = sync_channel(depth.max(1));
+            let mut maker = BatchMaker::new(Arc::clone(&records), seed, batch_size);
+            let stop = Arc::clone(&stop);
+            let handle = std::thread::Builder::new()
+                .name(format!("input-{w}"))
+                .spawn(move || {
+                    let mut step = first_step + w as u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        if tx.send(maker.make(step)).is_err() {
+                            break;
+                        }
+                        step += workers as u64;
+                    }
+                })
+                .expect("spawning an input thread");
+            queues.push(rx);
+            handles.push(handle);
+        }
+        InputQueue { queues, next_step: first_step, first_step, stop, workers: handles }
+    }
+
+    /// The next batch, in step order (blocks until it is ready).
+    pub fn next(&mut self) -> Batch {
+        let queue = &self.queues[((self.next_step - self.first_step) % self.queues.len() as u64) as usize];
+        let batch = queue.recv().expect("input worker thread died");
+        debug_assert_eq!(batch.step, self.next_step);
+        self.next_step += 1;
+        batch
+    }
+}
+
+impl Drop for InputQueue {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Dropping the receivers makes a worker blocked on a full queue return.
+        self.queues.clear();
+        for handle in self.workers.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model_format::arch::IMAGE_LEN;
+
+    fn records(n: usize) -> Arc<Records> {
+        let bytes: Vec<u8> = (0..n)
+            .flat_map(|r| std::iter::once((r % 10) as u8).chain((0..IMAGE_LEN).map(move |i| ((i * 7 + r * 31) % 256) as u8)))
+            .collect();
+        Arc::new(Records::from_bytes(bytes, "synthetic").unwrap())
+    }
+
+    #[test]
+    fn every_epoch_visits_every_example_once_in_a_new_order() {
+        let a = epoch_order(3, 0, 100);
+        let b = epoch_order(3, 1, 100);
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..100).collect::<Vec<u32>>());
+        assert_ne!(a, b);
+        assert_eq!(a, epoch_order(3, 0, 100));
+    }
+
+    #[test]
+    fn batches_cross_epoch_boundaries() {
+        // 10 examples, batch 4: step 2 takes positions 8, 9 (epoch 0) and 10, 11 (epoch 1).
+        let data = records(10);
+        let mut maker = BatchMaker::new(Arc::clone(&data), 5, 4);
+        let batch = maker.make(2);
+        let (e0, e1) = (epoch_order(5, 0, 10), epoch_order(5, 1, 10));
+        let expected: Vec<i64> =
+            [e0[8], e0[9], e1[0], e1[1]].iter().map(|&i| i64::from(data.label(i as usize))).collect();
+        assert_eq!(batch.labels, expected);
+    }
+
+    #[test]
+    fn queued_batches_do_not_depend_on_the_worker_count() {
+        let data = records(50);
+        let mut direct = BatchMaker::new(Arc::clone(&data), 9, 8);
+        let expected: Vec<Batch> = (3..10).map(|s| direct.make(s)).collect();
+        for workers in [1, 3] {
+            let mut queue = InputQueue::start(Arc::clone(&data), 9, 8, 3, workers, 2);
+            let got: Vec<Batch> = (0..7).map(|_| queue.next()).collect();
+            assert_eq!(got, expected, "{workers} workers");
+        }
+    }
+}

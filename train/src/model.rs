@@ -1,0 +1,351 @@
+//! The tutorial's network on tch: a [`VarStore`] whose variables are named exactly as the
+//! weights file's tensors (`"conv1.weight"`, …), the tutorial's seeded initialisation, and
+//! the forward pass of [`model_format::arch::LAYERS`].
+
+use model_format::arch::{self, Init, LAYERS, SOFTMAX_LINEAR, TENSORS};
+use model_format::{Metadata, Weights};
+use rand::Rng;
+use tch::nn::VarStore;
+use tch::{Device, Tensor};
+
+use crate::error::TrainError;
+use crate::layers;
+use crate::seeding::{stream, Purpose};
+
+/// The CIFAR-10 tutorial CNN: its variables and its forward pass.
+///
+/// ```
+/// use train::model::Net;
+/// let net = Net::new(tch::Device::Cpu, 42);
+/// let logits = net.forward(&tch::Tensor::zeros([2, 3, 24, 24], (tch::Kind::Float, tch::Device::Cpu)));
+/// assert_eq!(logits.size(), [2, 10]);
+/// ```
+pub struct Net {
+    vs: VarStore,
+    /// The variables in [`TENSORS`] order (handles sharing storage with `vs`).
+    params: Vec<Tensor>,
+}
+
+impl Net {
+    /// A freshly initialised network: truncated normals and constants as
+    /// [`model_format::arch::TensorSpec::init`] says, drawn from a stream of `seed` so that
+    /// the same seed gives the same bits on every device.
+    pub fn new(device: Device, seed: u64) -> Net {
+        Self::from_values(&initial_values(seed), device).expect("initial values have the model's shapes")
+    }
+
+    /// A network holding `weights`, on `device`.
+    pub fn from_weights(weights: &Weights, device: Device) -> Result<Net, TrainError> {
+        let values: Vec<Vec<f32>> = weights.iter().map(|(_, data)| data.to_vec()).collect();
+        Self::from_values(&values, device)
+    }
+
+    /// A network holding `values` (one flat vector per tensor, [`TENSORS`] order).
+    pub fn from_values(values: &[Vec<f32>], device: Device) -> Result<Net, TrainError> {
+        if values.len() != TENSORS.len() {
+            return Err(TrainError::Config(format!("{} tensors given, the model has {}", values.len(), TENSORS.len())));
+        }
+        let vs = VarStore::new(device);
+        let root = vs.root();
+        let mut params = Vec::with_capacity(TENSORS.len());
+        for (spec, data) in TENSORS.iter().zip(values) {
+            if data.len() != spec.len() {
+                return Err(TrainError::Config(format!(
+                    "tensor `{}` has {} values, expected {}",
+                    spec.name,
+                    data.len(),
+                    spec.len()
+                )));
+            }
+            let shape: Vec<i64> = spec.shape.iter().map(|&d| d as i64).collect();
+            let tensor = Tensor::f_from_slice(data)?.f_view(shape.as_slice())?.f_to_device(device)?;
+            // tch's VarStore separates path components with '.', so "conv1.weight" is
+            // variable "weight" under "conv1".
+            let (scope, leaf) = spec.name.split_once('.').expect("tensor names are layer.kind");
+            params.push(root.sub(scope).add(leaf, tensor, true));
+        }
+        Ok(Net { vs, params })
+    }
+
+    /// The variables, in [`TENSORS`] order.
+    pub fn params(&self) -> &[Tensor] {
+        &self.params
+    }
+
+    /// The underlying variable store.
+    pub fn var_store(&self) -> &VarStore {
+        &self.vs
+    }
+
+    /// The device the variables live on.
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// Logits `[N, 10]` for a batch of preprocessed inputs `[N, 3, 24, 24]`.
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        let hidden = LAYERS.iter().fold(xs.shallow_clone(), |x, (_, layer)| layers::apply(layer, &x, &self.params));
+        layers::fully_connected(&hidden, &SOFTMAX_LINEAR, &self.params)
+    }
+
+    /// Like [`Net::forward`], also returning every layer's output by its tutorial name
+    /// (for activation summaries).
+    pub fn forward_with_activations(&self, xs: &Tensor) -> (Tensor, Vec<(&'static str, Tensor)>) {
+        let mut activations = Vec::with_capacity(LAYERS.len());
+        let mut x = xs.shallow_clone();
+        for (name, layer) in LAYERS.iter() {
+            x = layers::apply(layer, &x, &self.params);
+            activations.push((*name, x.shallow_clone()));
+        }
+        (layers::fully_connected(&x, &SOFTMAX_LINEAR, &self.params), activations)
+    }
+
+    /// `½‖W‖²` of every tensor with a weight decay, times its factor (the tutorial's
+    /// `weight_loss`, added to the cross-entropy).
+    pub fn weight_decay_loss(&self) -> Option<Tensor> {
+        TENSORS
+            .iter()
+            .zip(&self.params)
+            .filter(|(spec, _)| spec.weight_decay > 0.0)
+            .map(|(spec, p)| p.square().sum(None) * (0.5 * f64::from(spec.weight_decay)))
+            .reduce(|a, b| a + b)
+    }
+
+    /// Overwrites every variable with `values` (same order and shapes; any device).
+    pub fn load_tensors(&mut self, values: &[Tensor]) -> Result<(), TrainError> {
+        tch::no_grad(|| {
+            for (param, value) in self.params.iter_mut().zip(values) {
+                param.f_copy_(value)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The variables' values, copied to the CPU, flat, [`TENSORS`] order.
+    pub fn values(&self) -> Result<Vec<Vec<f32>>, TrainError> {
+        tensors_to_values(&self.params)
+    }
+
+    /// The variables as a validated weights file with `metadata`.
+    pub fn to_weights(&self, metadata: Metadata) -> Result<Weights, TrainError> {
+        Ok(Weights::new(self.values()?, metadata)?)
+    }
+}
+
+/// Copies tensors to flat CPU vectors.
+pub fn tensors_to_values(tensors: &[Tensor]) -> Result<Vec<Vec<f32>>, TrainError> {
+    tensors
+        .iter()
+        .map(|t| Ok(Vec::<f32>::try_from(&t.f_to_device(Device::Cpu)?.detach().flatten(0, -1))?))
+        .collect()
+}
+
+/// The tutorial's initial values for `seed`, [`TENSORS`] order.
+pub fn initial_values(seed: u64) -> Vec<Vec<f32>> {
+    TENSORS
+        .iter()
+        .enumerate()
+        .map(|(id, spec)| match spec.init {
+            Init::Constant(value) => vec![value; spec.len()],
+            Init::TruncatedNormal { std } => {
+                let mut rng = stream(seed, Purpose::Init, id as u64);
+                (0..spec.len()).map(|_| truncated_normal(&mut rng) as f32 * std).collect()
+            }
+        })
+        .collect()
+}
+
+/// A standard normal draw, redrawn while it lies beyond two deviations (TensorFlow's
+/// `truncated_normal`). Box–Muller in `f64`.
+fn truncated_normal(rng: &mut impl Rng) -> f64 {
+    loop {
+        let u1: f64 = 1.0 - rng.gen::<f64>(); // (0, 1]: ln stays finite
+        let u2: f64 = rng.gen();
+        let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+        if z.abs() <= 2.0 {
+            return z;
+        }
+    }
+}
+
+/// The number of trainable values in a network (for the startup banner).
+pub fn parameter_count() -> usize {
+    arch::PARAM_COUNT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Kind;
+
+    #[test]
+    fn variables_are_named_like_the_weights_file() {
+        let net = Net::new(Device::Cpu, 1);
+        let vars = net.var_store().variables();
+        assert_eq!(vars.len(), TENSORS.len());
+        for spec in &TENSORS {
+            let shape: Vec<i64> = spec.shape.iter().map(|&d| d as i64).collect();
+            assert_eq!(vars[spec.name].size(), shape, "{}", spec.name);
+        }
+    }
+
+    #[test]
+    fn initialisation_follows_the_spec_and_the_seed() {
+        let a = initial_values(5);
+        assert_eq!(a, initial_values(5));
+        assert_ne!(a[arch::CONV1_WEIGHT], initial_values(6)[arch::CONV1_WEIGHT]);
+        for (spec, data) in TENSORS.iter().zip(&a) {
+            match spec.init {
+                Init::Constant(c) => assert!(data.iter().all(|&v| v == c), "{}", spec.name),
+                Init::TruncatedNormal { std } => {
+                    assert!(data.iter().all(|v| v.abs() <= 2.0 * std), "{} exceeds 2σ", spec.name);
+                    let n = data.len() as f64;
+                    let mean = data.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+                    let sd = (data.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n).sqrt();
+                    // a normal truncated at 2σ has standard deviation 0.880σ
+                    assert!((sd / f64::from(std) - 0.88).abs() < 0.05, "{}: sd {sd}", spec.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn weights_round_trip_through_the_var_store() {
+        let net = Net::new(Device::Cpu, 3);
+        let weights = net.to_weights(Metadata::default()).unwrap();
+        let back = Net::from_weights(&weights, Device::Cpu).unwrap();
+        assert_eq!(back.values().unwrap(), net.values().unwrap());
+    }
+
+    #[test]
+    fn forward_gives_logits_and_named_activations() {
+        let net = Net::new(Device::Cpu, 4);
+        let xs = Tensor::randn([3, 3, 24, 24], (Kind::Float, Device::Cpu));
+        let logits = net.forward(&xs);
+        assert_eq!(logits.size(), [3, 10]);
+        let (again, activations) = net.forward_with_activations(&xs);
+        assert_eq!(Vec::<f32>::try_from(&again.flatten(0, -1)).unwrap(), Vec::<f32>::try_from(&logits.flatten(0, -1)).unwrap());
+        let names: Vec<&str> = activations.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, LAYERS.iter().map(|(n, _)| *n).collect::<Vec<_>>());
+        assert_eq!(activations[7].1.size(), [3, 64, 6, 6]);
+    }
+
+    #[test]
+    fn forward_matches_a_naive_reference() {
+        // A direct loop implementation of the whole network on one image, against tch.
+        let net = Net::new(Device::Cpu, 9);
+        let values = net.values().unwrap();
+        let image: Vec<f32> = (0..model_format::arch::INPUT_LEN).map(|i| ((i * 37 % 101) as f32 - 50.0) / 30.0).collect();
+        let ours = net.forward(&Tensor::from_slice(&image).view([1, 3, 24, 24]));
+        let ours = Vec::<f32>::try_from(&ours.flatten(0, -1)).unwrap();
+        let reference = naive::forward(&values, &image);
+        for (a, b) in ours.iter().zip(&reference) {
+            assert!((a - b).abs() < 1e-4, "{ours:?} vs {reference:?}");
+        }
+    }
+
+    #[test]
+    fn weight_decay_covers_only_the_decayed_tensors() {
+        let net = Net::new(Device::Cpu, 2);
+        let values = net.values().unwrap();
+        let expected: f64 = TENSORS
+            .iter()
+            .zip(&values)
+            .map(|(s, v)| 0.5 * f64::from(s.weight_decay) * v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>())
+            .sum();
+        let got = net.weight_decay_loss().unwrap().double_value(&[]);
+        assert!((got - expected).abs() < 1e-5 * expected, "{got} vs {expected}");
+    }
+
+    /// Plain loops over `Vec<f32>`, written from the contract's words, no tch.
+    mod naive {
+        use model_format::arch::{Layer, LAYERS, SOFTMAX_LINEAR};
+
+        pub fn forward(params: &[Vec<f32>], image: &[f32]) -> Vec<f32> {
+            let (mut x, mut c, mut h, mut w) = (image.to_vec(), 3usize, 24usize, 24usize);
+            for (_, layer) in LAYERS.iter() {
+                match layer {
+                    Layer::Conv(conv) => {
+                        let (o, k, p) = (conv.out_channels(), conv.kernel(), conv.pad as isize);
+                        let (wt, b) = (&params[conv.weight], &params[conv.bias]);
+                        let mut y = vec![0f32; o * h * w];
+                        for oc in 0..o {
+                            for yy in 0..h {
+                                for xx in 0..w {
+                                    let mut s = f64::from(b[oc]);
+                                    for ic in 0..c {
+                                        for ky in 0..k {
+                                            for kx in 0..k {
+                                                let iy = yy as isize + ky as isize - p;
+                                                let ix = xx as isize + kx as isize - p;
+                                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                                    s += f64::from(wt[((oc * c + ic) * k + ky) * k + kx])
+                                                        * f64::from(x[(ic * h + iy as usize) * w + ix as usize]);
+                                                }
+                                            }
+                                        }
+                                    }
+                                    y[(oc * h + yy) * w + xx] = s as f32;
+                                }
+                            }
+                        }
+                        x = y;
+                        c = o;
+                    }
+                    Layer::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
+                    Layer::MaxPool(pool) => {
+                        let (oh, ow) = (pool.out_size(h), pool.out_size(w));
+                        let (pt, pl) = (pool.padding(h).0, pool.padding(w).0);
+                        let mut y = vec![f32::NEG_INFINITY; c * oh * ow];
+                        for ch in 0..c {
+                            for oy in 0..oh {
+                                for ox in 0..ow {
+                                    for dy in 0..pool.size {
+                                        for dx in 0..pool.size {
+                                            let iy = (oy * pool.stride + dy) as isize - pt as isize;
+                                            let ix = (ox * pool.stride + dx) as isize - pl as isize;
+                                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                                let v = x[(ch * h + iy as usize) * w + ix as usize];
+                                                let cell = &mut y[(ch * oh + oy) * ow + ox];
+                                                *cell = cell.max(v);
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        x = y;
+                        h = oh;
+                        w = ow;
+                    }
+                    Layer::Lrn(lrn) => {
+                        let mut y = vec![0f32; x.len()];
+                        for ch in 0..c {
+                            let lo = ch.saturating_sub(lrn.depth_radius);
+                            let hi = (ch + lrn.depth_radius).min(c - 1);
+                            for i in 0..h * w {
+                                let sum: f64 = (lo..=hi).map(|k| f64::from(x[k * h * w + i]).powi(2)).sum();
+                                let d = (f64::from(lrn.bias) + f64::from(lrn.alpha) * sum).powf(f64::from(lrn.beta));
+                                y[ch * h * w + i] = (f64::from(x[ch * h * w + i]) / d) as f32;
+                            }
+                        }
+                        x = y;
+                    }
+                    Layer::Flatten => {}
+                    Layer::Dense(dense) => x = dense_layer(params, dense.weight, dense.bias, &x),
+                }
+            }
+            dense_layer(params, SOFTMAX_LINEAR.weight, SOFTMAX_LINEAR.bias, &x)
+        }
+
+        fn dense_layer(params: &[Vec<f32>], weight: usize, bias: usize, x: &[f32]) -> Vec<f32> {
+            let (wt, b) = (&params[weight], &params[bias]);
+            (0..b.len())
+                .map(|o| {
+                    let dot: f64 = x.iter().enumerate().map(|(i, &v)| f64::from(wt[o * x.len() + i]) * f64::from(v)).sum();
+                    (dot + f64::from(b[o])) as f32
+                })
+                .collect()
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! Data-parallel training over "towers": replicas of the network, `towers_per_device` on
+//! each device. Each tower runs forward and backward on its own slice of the batch on its
+//! own thread; the gradients are averaged on the first tower's device, applied once there,
+//! and copied to every other tower before the next step.
+
+use tch::{Device, Tensor};
+
+use crate::error::TrainError;
+use crate::model::Net;
+
+/// Parses a `--devices` list such as `cpu` or `cuda:0,cuda:1`, checking that each exists.
+///
+/// ```
+/// assert_eq!(train::towers::parse_devices("cpu").unwrap(), vec![tch::Device::Cpu]);
+/// assert!(train::towers::parse_devices("cuda:7").is_err() || tch::Cuda::device_count() > 7);
+/// assert!(train::towers::parse_devices("tpu").is_err());
+/// ```
+pub fn parse_devices(list: &str) -> Result<Vec<Device>, TrainError> {
+    let devices = list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse_device).collect::<Result<Vec<_>, _>>()?;
+    if devices.is_empty() {
+        return Err(TrainError::Config("--devices: the list is empty (use e.g. `cpu` or `cuda:0,cuda:1`)".into()));
+    }
+    Ok(devices)
+}
+
+fn parse_device(name: &str) -> Result<Device, TrainError> {
+    let cuda_count = tch::Cuda::device_count();
+    let device = match name {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        _ => match name.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(index)) => Device::Cuda(index),
+            _ => {
+                return Err(TrainError::Config(format!(
+                    "--devices: `{name}` is not a device (use `cpu`, `cuda` or `cuda:N`)"
+                )))
+            }
+        },
+    };
+    if let Device::Cuda(index) = device {
+        if index as i64 >= cuda_count {
+            return Err(TrainError::Config(format!(
+                "--devices: `{name}` does not exist: this machine has {cuda_count} CUDA device(s)"
+            )));
+        }
+    }
+    Ok(device)
+}
+
+/// Every CUDA device, or the CPU when there is none.
+pub fn default_devices() -> Vec<Device> {
+    match tch::Cuda::device_count() {
+        0 => vec![Device::Cpu],
+        n => (0..n as usize).map(Device::Cuda).collect(),
+    }
+}
+
+/// What one training step computed.
+pub struct StepOutput {
+    /// Mean cross-entropy over the batch.
+    pub cross_entropy: f64,
+    /// Cross-entropy plus weight decay.
+    pub total_loss: f64,
+    /// Gradients averaged over the towers, on the first tower's device.
+    pub gradients: Vec<Tensor>,
+    /// The first tower's layer outputs, when asked for (summaries).
+    pub activations: Option<Vec<(&'static str, Tensor)>>,
+}
+
+/// The replicas. Tower 0 holds the master copy of the weights.
+pub struct Towers {
+    nets: Vec<Net>,
+}
+
+impl Towers {
+    /// `per_device` replicas on each of `devices`, all holding `values`.
+    pub fn new(values: &[Vec<f32>], devices: &[Device], per_device: usize) -> Result<Towers, TrainError> {
+        if per_device == 0 || devices.is_empty() {
+            return Err(TrainError::Config("--towers: need at least one tower on at least one device".into()));
+        }
+        let nets = devices
+            .iter()
+            .flat_map(|&d| std::iter::repeat_n(d, per_device))
+            .map(|device| Net::from_values(values, device))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Towers { nets })
+    }
+
+    /// Number of towers.
+    pub fn count(&self) -> usize {
+        self.nets.len()
+    }
+
+    /// The tower holding the master weights.
+    pub fn master(&self) -> &Net {
+        &self.nets[0]
+    }
+
+    /// Checks that the batch splits evenly over the towers.
+    pub fn check_batch_size(&self, batch_size: usize) -> Result<(), TrainError> {
+        if batch_size == 0 || batch_size % self.count() != 0 {
+            return Err(TrainError::Config(format!(
+                "--batch-size {batch_size} does not split evenly over {} tower(s): choose a multiple of {}",
+                self.count(),
+                self.count()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Forward and backward on every tower's slice of `images` `[B,3,24,24]` / `labels`
+    /// `[B]`, concurrently; returns the averaged gradients.
+    pub fn compute(&mut self, images: &Tensor, labels: &Tensor, want_activations: bool) -> Result<StepOutput, TrainError> {
+        let batch = images.size()[0] as usize;
+        self.check_batch_size(batch)?;
+        let per_tower = (batch / self.count()) as i64;
+        let master = self.master().device();
+        let outputs: Vec<Result<TowerOutput, TrainError>> = if self.count() == 1 {
+            vec![tower_step(&self.nets[0], images, labels, master, want_activations)]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = self
+                    .nets
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, net)| {
+                        let xs = images.narrow(0, i as i64 * per_tower, per_tower);
+                        let ys = labels.narrow(0, i as i64 * per_tower, per_tower);
+                        let activations = want_activations && i == 0;
+                        scope.spawn(move || tower_step(net, &xs, &ys, master, activations))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().expect("tower thread panicked")).collect()
+            })
+        };
+        average(outputs)
+    }
+
+    /// Applies `gradients` with plain SGD to the master weights, then copies them to every
+    /// other tower.
+    pub fn apply(&mut self, gradients: &[Tensor], learning_rate: f64) -> Result<(), TrainError> {
+        let (master, others) = self.nets.split_first_mut().expect("at least one tower");
+        tch::no_grad(|| -> Result<(), TrainError> {
+            for (param, grad) in master.params().iter().zip(gradients) {
+                let _ = param.shallow_clone().f_sub_(&grad.f_mul_scalar(learning_rate)?)?;
+            }
+            Ok(())
+        })?;
+        for net in others {
+            net.load_tensors(master.params())?;
+        }
+        Ok(())
+    }
+}
+
+struct TowerOutput {
+    cross_entropy: Tensor,
+    total_loss: Tensor,
+    gradients: Vec<Tensor>,
+    activations: Option<Vec<(&'static str, Tensor)>>,
+}
+
+fn tower_step(net: &Net, images: &Tensor, labels: &Tensor, master: Device, want_activations: bool) -> Result<TowerOutput, TrainError> {
+    let xs = images.f_to_device(net.device())?;
+    let ys = labels.f_to_device(net.device())?;
+    let (logits, activations) = if want_activations {
+        let (logits, acts) = net.forward_with_activations(&xs);
+        (logits, Some(acts.into_iter().map(|(n, a)| (n, a.detach())).collect()))
+    } else {
+        (net.forward(&xs), None)
+    };
+    let cross_entropy = logits.f_log_softmax(-1, tch::Kind::Float)?.f_nll_loss(&ys, None::<Tensor>, tch::Reduction::Mean, -100)?;
+    let total_loss = match net.weight_decay_loss() {
+        Some(decay) => &cross_entropy + decay,
+        None => cross_entropy.shallow_clone(),
+    };
+    let gradients = Tensor::f_run_backward(&[&total_loss], net.params(), false, false)?
+        .into_iter()
+        .map(|g| g.f_to_device(master))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(TowerOutput {
+        cross_entropy: cross_entropy.detach().f_to_device(master)?,
+        total_loss: total_loss.detach().f_to_device(master)?,
+        gradients,
+        activations,
+    })
+}
+
+fn average(outputs: Vec<Result<TowerOutput, TrainError>>) -> Result<StepOutput, TrainError> {
+    let outputs = outputs.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let n = outputs.len() as f64;
+    let mut iter = outputs.into_iter();
+    let first = iter.next().expect("at least one tower");
+    let (mut gradients, mut ce, mut total) = (first.gradients, first.cross_entropy, first.total_loss);
+    for out in iter {
+        for (sum, g) in gradients.iter_mut().zip(&out.gradients) {
+            *sum = sum.f_add(g)?;
+        }
+        ce = ce.f_add(&out.cross_entropy)?;
+        total = total.f_add(&out.total_loss)?;
+    }
+    if n > 1.0 {
+        gradients = gradients.iter().map(|g| g.f_div_scalar(n)).collect::<Result<_, _>>()?;
+    }
+    Ok(StepOutput {
+        cross_entropy: ce.f_double_value(&[])? / n,
+        total_loss: total.f_double_value(&[])? / n,
+        gradients,
+        activations: first.activations,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::initial_values;
+    use tch::Kind;
+
+    fn batch(n: i64) -> (Tensor, Tensor) {
+        let xs = Tensor::randn([n, 3, 24, 24], (Kind::Float, Device::Cpu));
+        let ys = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(10);
+        (xs, ys)
+    }
+
+    #[test]
+    fn two_towers_of_64_update_like_one_tower_of_128() {
+        tch::manual_seed(0);
+        let (xs, ys) = batch(128);
+        let values = initial_values(11);
+        let mut one = Towers::new(&values, &[Device::Cpu], 1).unwrap();
+        let mut two = Towers::new(&values, &[Device::Cpu], 2).unwrap();
+        let a = one.compute(&xs, &ys, false).unwrap();
+        let b = two.compute(&xs, &ys, false).unwrap();
+        assert!((a.cross_entropy - b.cross_entropy).abs() < 1e-5);
+        assert!((a.total_loss - b.total_loss).abs() < 1e-5);
+        one.apply(&a.gradients, 0.1).unwrap();
+        two.apply(&b.gradients, 0.1).unwrap();
+        let start = Net::from_values(&values, Device::Cpu).unwrap().values().unwrap();
+        let after_one = one.master().values().unwrap();
+        for net in &two.nets {
+            for ((x, y), s) in net.values().unwrap().iter().zip(&after_one).zip(&start) {
+                let max_step = y.iter().zip(s).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(max_step > 0.0, "the update changed nothing");
+                for (u, v) in x.iter().zip(y) {
+                    assert!((u - v).abs() <= 1e-6 + 1e-4 * max_step, "{u} vs {v}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_that_does_not_split_is_refused() {
+        let towers = Towers::new(&initial_values(1), &[Device::Cpu], 3).unwrap();
+        let err = towers.check_batch_size(128).unwrap_err().to_string();
+        assert!(err.contains("--batch-size 128") && err.contains("3 tower"), "{err}");
+        assert!(towers.check_batch_size(129).is_ok());
+    }
+
+    #[test]
+    fn unknown_or_missing_devices_are_refused() {
+        let missing = format!("cuda:{}", tch::Cuda::device_count());
+        let err = parse_devices(&format!("cpu,{missing}")).unwrap_err().to_string();
+        assert!(err.contains(&missing) && err.contains("does not exist"), "{err}");
+        assert!(parse_devices("gpu0").unwrap_err().to_string().contains("`gpu0`"));
+        assert!(parse_devices("").is_err());
+        assert_eq!(parse_devices("cpu, cpu").unwrap(), vec![Device::Cpu, Device::Cpu]);
+    }
+}
