@@ -77,7 +77,7 @@ impl BatchMaker {
 
 /// Worker threads producing batches `first_step, first_step + 1, …` ahead of the consumer.
 /// Worker `w` makes the steps `≡ w (mod workers)` into its own bounded queue, and
-/// [`InputQueue::next`] reads the queues in turn, so batches arrive in step order.
+/// [`InputQueue::next_batch`] reads the queues in turn, so batches arrive in step order.
 pub struct InputQueue {
     queues: Vec<Receiver<Batch>>,
     next_step: u64,
@@ -116,7 +116,7 @@ impl InputQueue {
     }
 
     /// The next batch, in step order (blocks until it is ready).
-    pub fn next(&mut self) -> Batch {
+    pub fn next_batch(&mut self) -> Batch {
         let queue = &self.queues[((self.next_step - self.first_step) % self.queues.len() as u64) as usize];
         let batch = queue.recv().expect("input worker thread died");
         debug_assert_eq!(batch.step, self.next_step);
@@ -178,7 +178,7 @@ mod tests {
         let expected: Vec<Batch> = (3..10).map(|s| direct.make(s)).collect();
         for workers in [1, 3] {
             let mut queue = InputQueue::start(Arc::clone(&data), 9, 8, 3, workers, 2);
-            let got: Vec<Batch> = (0..7).map(|_| queue.next()).collect();
+            let got: Vec<Batch> = (0..7).map(|_| queue.next_batch()).collect();
             assert_eq!(got, expected, "{workers} workers");
         }
     }

@@ -10,7 +10,7 @@
 //! - [`summary`]: TensorBoard event files;
 //! - [`evaluate`], [`export`]: precision@1 on the test set, weights files from checkpoints;
 //! - [`seeding`]: the seeded random streams behind every random choice;
-//! - [`error`]: [`TrainError`].
+//! - [`error`]: the error type, [`TrainError`].
 
 pub mod checkpoint;
 pub mod distort;

@@ -98,7 +98,10 @@ impl Towers {
 
     /// Checks that the batch splits evenly over the towers.
     pub fn check_batch_size(&self, batch_size: usize) -> Result<(), TrainError> {
-        if batch_size == 0 || batch_size % self.count() != 0 {
+        // `%` rather than is_multiple_of: the workspace's rust-version (1.85) predates it.
+        #[allow(clippy::manual_is_multiple_of)]
+        let uneven = batch_size == 0 || batch_size % self.count() != 0;
+        if uneven {
             return Err(TrainError::Config(format!(
                 "--batch-size {batch_size} does not split evenly over {} tower(s): choose a multiple of {}",
                 self.count(),

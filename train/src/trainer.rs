@@ -130,7 +130,7 @@ pub fn train(config: &TrainConfig, train: Arc<Records>, test: Option<&Records>, 
 
     while state.step < config.max_steps && !stop.load(Ordering::Relaxed) {
         let waited = Instant::now();
-        let batch = queue.next();
+        let batch = queue.next_batch();
         let input_wait = waited.elapsed();
         let images = Tensor::f_from_slice(&batch.images)?.f_view(shape)?;
         let labels = Tensor::f_from_slice(&batch.labels)?;

@@ -1,0 +1,111 @@
+//! Shared by `tests/bundled_model.rs` and `examples/bundle_model.rs`: the logits of every
+//! backend on a set of test records, the counts the manifest records, and the check that a
+//! manifest belongs to a model.
+
+#![allow(dead_code)]
+
+use infer::ndarray_engine::NdarrayEngine;
+use infer::onnx::OnnxEngine;
+use infer::prediction::argmax;
+use infer::Engine;
+use model_format::arch::{INPUT_CHANNELS, INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
+use model_format::cifar::Records;
+use model_format::preprocess::preprocess;
+use model_format::Weights;
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
+use train::model::Net;
+
+/// Backends whose counts the manifest records, in manifest order.
+pub const BACKENDS: [&str; 3] = ["ndarray", "onnx", "tch"];
+/// Images per engine call.
+const BATCH: usize = 500;
+
+/// The committed model and its manifest, relative to the repository root.
+pub const MODEL: &str = "models/cifar10.safetensors";
+pub const MANIFEST: &str = "models/cifar10.manifest.json";
+/// The in-repo sample of the test set.
+pub const SAMPLE: &str = "data/sample/test_batch.bin";
+
+pub fn repo_path(relative: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// Every record preprocessed for evaluation, back to back.
+pub fn preprocessed(records: &Records) -> Vec<f32> {
+    let mut inputs = vec![0f32; records.len() * INPUT_LEN];
+    for (i, input) in inputs.chunks_exact_mut(INPUT_LEN).enumerate() {
+        preprocess(records.image(i), input);
+    }
+    inputs
+}
+
+/// The logits of `backend` (one of [`BACKENDS`]) for `inputs`, `[n, 10]` flat.
+pub fn logits(backend: &str, weights: &Weights, inputs: &[f32]) -> Vec<f32> {
+    let n = inputs.len() / INPUT_LEN;
+    let mut out = vec![0f32; n * NUM_CLASSES];
+    match backend {
+        "ndarray" => run_engine(&NdarrayEngine::new(weights, 2).expect("ndarray engine"), inputs, &mut out),
+        "onnx" => run_engine(&OnnxEngine::from_weights(weights, 2).expect("ONNX Runtime engine"), inputs, &mut out),
+        "tch" => {
+            tch::set_num_threads(2);
+            let net = Net::from_weights(weights, Device::Cpu).expect("tch net");
+            for (input, logits) in inputs.chunks(BATCH * INPUT_LEN).zip(out.chunks_mut(BATCH * NUM_CLASSES)) {
+                let batch = (input.len() / INPUT_LEN) as i64;
+                let xs = Tensor::from_slice(input).view([batch, INPUT_CHANNELS as i64, INPUT_SIZE as i64, INPUT_SIZE as i64]);
+                let ys = tch::no_grad(|| net.forward(&xs)).to_kind(Kind::Float).contiguous().view([-1]);
+                logits.copy_from_slice(&Vec::<f32>::try_from(ys).expect("f32 logits"));
+            }
+        }
+        other => panic!("unknown backend {other}"),
+    }
+    out
+}
+
+fn run_engine(engine: &dyn Engine, inputs: &[f32], out: &mut [f32]) {
+    for (input, logits) in inputs.chunks(BATCH * INPUT_LEN).zip(out.chunks_mut(BATCH * NUM_CLASSES)) {
+        engine.logits(input, input.len() / INPUT_LEN, logits).expect("engine runs");
+    }
+}
+
+/// Test images whose top logit is the true label.
+pub fn correct(logits: &[f32], records: &Records) -> usize {
+    logits.chunks_exact(NUM_CLASSES).enumerate().filter(|(i, l)| argmax(l) == records.label(*i) as usize).count()
+}
+
+/// Checks that `manifest` describes `weights`: same digest, step and dataset fingerprint.
+pub fn check_manifest(manifest: &Value, weights: &Weights) -> Result<(), String> {
+    let field = |path: &str| -> Result<&Value, String> {
+        path.split('.').try_fold(manifest, |v, key| v.get(key).ok_or_else(|| format!("manifest lacks `{path}`")))
+    };
+    let digest = field("weights_digest")?.as_str().unwrap_or_default();
+    if digest != weights.digest() {
+        return Err(format!("manifest weights_digest {digest} is not the model's {}", weights.digest()));
+    }
+    let steps = field("training.steps")?.as_u64();
+    if steps != weights.metadata.step {
+        return Err(format!("manifest training.steps {steps:?} is not the model's step {:?}", weights.metadata.step));
+    }
+    let fingerprint = field("dataset.fingerprint")?.as_str();
+    if fingerprint != weights.metadata.dataset_fingerprint.as_deref() {
+        return Err(format!(
+            "manifest dataset.fingerprint {fingerprint:?} is not the model's {:?}",
+            weights.metadata.dataset_fingerprint
+        ));
+    }
+    for set in ["full_test_set", "sample"] {
+        for backend in BACKENDS {
+            field(&format!("results.{set}.correct.{backend}"))?
+                .as_u64()
+                .ok_or_else(|| format!("manifest results.{set}.correct.{backend} is not a count"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The two largest logits of one image.
+pub fn top_two(logits: &[f32]) -> (f32, f32) {
+    let mut sorted = logits.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    (sorted[0], sorted[1])
+}
