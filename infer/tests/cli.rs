@@ -112,6 +112,7 @@ fn bad_inputs_fail_with_a_message_naming_the_file() {
     assert!(stderr.contains("broken.safetensors"), "{stderr}");
 
     let output = cifar10().args(["eval", "--backend", "tpu", "--model"]).arg(&model).output().unwrap();
+    assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown backend `tpu`"));
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -4,12 +4,17 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The temporary path used while `dest` is being written: same folder (so the rename stays
-/// on one file system), name prefixed with `.` and suffixed with `.tmp` and the process id.
+/// Distinguishes concurrent writes of the same destination from one process.
+static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh temporary path for writing `dest`: same folder (so the rename stays on one file
+/// system), name prefixed with `.`, suffixed with the process id, a per-process counter and `.tmp`.
 pub fn temp_path_for(dest: &Path) -> PathBuf {
     let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    dest.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    let n = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
+    dest.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
 /// Runs `write` on a temporary path beside `dest`, then renames the result over `dest`.
@@ -22,12 +27,22 @@ pub fn replace_with<E: From<io::Error>>(
     let result = write(&tmp).and_then(|()| {
         File::open(&tmp)?.sync_all()?;
         fs::rename(&tmp, dest)?;
+        sync_parent(dest);
         Ok(())
     });
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Flushes the folder entry of the rename, so that it survives a power cut. Best effort:
+/// some file systems cannot sync a folder, and the data itself is already on disk.
+fn sync_parent(dest: &Path) {
+    let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Ok(dir) = File::open(parent) {
+        let _ = dir.sync_all();
+    }
 }
 
 /// Writes `bytes` to `dest` atomically (see [`replace_with`]).
@@ -64,7 +79,8 @@ mod tests {
         });
         assert!(err.is_err());
         assert_eq!(fs::read(&dest).unwrap(), b"old");
-        assert!(!temp_path_for(&dest).exists());
+        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["model.safetensors"], "a temporary file was left behind");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

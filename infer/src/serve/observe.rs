@@ -33,7 +33,7 @@ pub async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) 
     let start = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    app.metrics.add_in_flight(1);
+    let _in_flight = InFlight::enter(&app);
     let timeout = app.limits.request_timeout;
     let response = match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
@@ -43,7 +43,6 @@ pub async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) 
         }
         .into_response(),
     };
-    app.metrics.add_in_flight(-1);
     let latency = start.elapsed();
     let status = response.status().as_u16();
     app.metrics
@@ -55,6 +54,23 @@ pub async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) 
         );
     }
     response
+}
+
+/// Counts a request in flight until dropped, so that a request whose client hangs up (and
+/// whose future is dropped mid-way) still leaves the gauge.
+struct InFlight<'a>(&'a App);
+
+impl<'a> InFlight<'a> {
+    fn enter(app: &'a App) -> Self {
+        app.metrics.add_in_flight(1);
+        InFlight(app)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.add_in_flight(-1);
+    }
 }
 
 /// The route template a path matches, or `"unmatched"`.

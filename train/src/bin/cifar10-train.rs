@@ -188,6 +188,9 @@ fn run_train(args: TrainArgs) -> Result<(), TrainError> {
     let dataset = Dataset::locate(args.data_dir.as_deref())?;
     let mut train_records = dataset.train()?;
     if let Some(n) = args.train_examples {
+        if n == 0 {
+            return Err(TrainError::Config("--train-examples must be at least 1".into()));
+        }
         train_records = train_records.head(n);
     }
     let test_records = if args.eval_every > 0 { Some(dataset.test()?) } else { None };

@@ -1,10 +1,17 @@
 //! `cifar10 data fetch`: download, verify and unpack the official CIFAR-10 binary release.
 
-use std::path::{Path, PathBuf};
+//! Without the `fetch` feature (the default build, which keeps a TLS stack out) the command
+//! exists and says how to get a build that has it.
+
+use std::path::PathBuf;
+#[cfg(feature = "fetch")]
+use std::path::Path;
 use std::process::ExitCode;
 
 use argh::FromArgs;
+#[cfg(feature = "fetch")]
 use infer::fetch::{fetch, FetchError, Progress, OFFICIAL_MD5, OFFICIAL_URL};
+#[cfg(feature = "fetch")]
 use model_format::cifar::DEFAULT_DATA_DIR;
 
 /// Get the CIFAR-10 data.
@@ -23,6 +30,7 @@ pub enum DataAction {
 
 /// Download the official CIFAR-10 binary release, check its MD5 and unpack it.
 #[derive(FromArgs)]
+#[cfg_attr(not(feature = "fetch"), allow(dead_code))]
 #[argh(
     subcommand,
     name = "fetch",
@@ -54,6 +62,14 @@ pub fn run(command: DataCommand) -> Result<ExitCode, Box<dyn std::error::Error>>
     Ok(ExitCode::SUCCESS)
 }
 
+#[cfg(not(feature = "fetch"))]
+fn run_fetch(_: FetchCommand) -> Result<(), Box<dyn std::error::Error>> {
+    Err("this cifar10 was built without the `fetch` feature (the HTTPS download needs a TLS stack, kept out of the \
+         default build); run `cargo run --release -p infer --features fetch -- data fetch`"
+        .into())
+}
+
+#[cfg(feature = "fetch")]
 fn run_fetch(command: FetchCommand) -> Result<(), FetchError> {
     let dest = command.dest.unwrap_or_else(default_dest);
     let url = command.url.as_deref().unwrap_or(OFFICIAL_URL);
@@ -64,13 +80,14 @@ fn run_fetch(command: FetchCommand) -> Result<(), FetchError> {
     Ok(())
 }
 
+#[cfg(feature = "fetch")]
 /// The folder that holds [`DEFAULT_DATA_DIR`], so that a default fetch lands where the
 /// other commands look by default.
 fn default_dest() -> PathBuf {
     Path::new(DEFAULT_DATA_DIR).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "fetch"))]
 mod tests {
     use super::*;
 

@@ -2,7 +2,6 @@
 
 mod backend;
 mod classify;
-#[cfg(feature = "fetch")]
 mod data;
 mod eval;
 mod output;
@@ -27,7 +26,6 @@ struct Cli {
 enum Command {
     Eval(eval::EvalArgs),
     Classify(classify::ClassifyArgs),
-    #[cfg(feature = "fetch")]
     Data(data::DataCommand),
     #[cfg(feature = "serve")]
     Serve(serve::ServeArgs),
@@ -41,7 +39,6 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Eval(args) => eval::run(args),
         Command::Classify(args) => classify::run(args),
-        #[cfg(feature = "fetch")]
         Command::Data(args) => data::run(args),
         #[cfg(feature = "serve")]
         Command::Serve(args) => serve::run(args),

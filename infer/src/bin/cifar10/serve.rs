@@ -58,9 +58,16 @@ pub struct ServeArgs {
     quiet: bool,
 }
 
+/// Largest `--max-batch` accepted: far beyond any useful batch, and small enough that the
+/// batch-size histogram's power-of-two buckets cannot overflow.
+const MAX_BATCH_LIMIT: usize = 1 << 16;
+
 pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if args.max_batch == 0 || args.threads == 0 || args.http_threads == 0 {
         return Err("--max-batch, --threads and --http-threads must be at least 1".into());
+    }
+    if args.max_batch > MAX_BATCH_LIMIT {
+        return Err(format!("--max-batch {} is above the limit of {MAX_BATCH_LIMIT}", args.max_batch).into());
     }
     let weights = Weights::load(&args.model)?;
     let engine = backend::engine_for(&args.backend, &weights, args.threads)?;
