@@ -1,11 +1,11 @@
-//! Steady-state inference allocates nothing of its own: after a warm-up call, the only
-//! heap allocations left are `matrixmultiply`'s packing buffers (one per convolution
-//! product, freed before it returns). Kept in its own test binary because it installs a
-//! counting global allocator.
+//! Steady-state inference allocates nothing: after a warm-up call has sized the workspace,
+//! a call with one thread makes no heap allocation at all (the convolutions' packing
+//! buffers live in the workspace too). With more threads the only allocations are those
+//! `std::thread::scope` makes to start each helper thread. Kept in its own test binary
+//! because it installs a counting global allocator.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use infer::ndarray_engine::{NdarrayEngine, Workspace};
 use infer::{random_weights, Engine};
@@ -13,31 +13,39 @@ use model_format::arch::{Layer, INPUT_LEN, LAYERS, NUM_CLASSES};
 
 struct Counting;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
-    // Only the test's own thread is counted: the harness may allocate on others meanwhile.
+    // Only the test's own thread is counted, in counters of its own: the harness and the
+    // other test may allocate on other threads meanwhile.
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    /// (allocations, bytes allocated) on this thread while counting.
+    static COUNTS: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
 }
 
-fn counting() -> bool {
-    COUNTING.try_with(Cell::get).unwrap_or(false)
+fn record(size: usize) {
+    let _ = COUNTING.try_with(|counting| {
+        if counting.get() {
+            COUNTS.with(|counts| counts.set((counts.get().0 + 1, counts.get().1 + size)));
+        }
+    });
 }
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if counting() {
-            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-            LIVE_BYTES.fetch_add(layout.size(), Ordering::SeqCst);
-        }
+        record(layout.size());
         System.alloc(layout)
     }
 
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        record(layout.size());
+        System.alloc_zeroed(layout)
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        record(new_size);
+        System.realloc(ptr, layout, new_size)
+    }
+
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if counting() {
-            LIVE_BYTES.fetch_sub(layout.size(), Ordering::SeqCst);
-        }
         System.dealloc(ptr, layout)
     }
 }
@@ -45,50 +53,64 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// `(allocations, bytes still live)` made by `f` on this thread.
+/// `(allocations, bytes allocated)` made by `f` on this thread.
 fn count<R>(f: impl FnOnce() -> R) -> (usize, usize, R) {
-    let (a0, b0) = (ALLOCATIONS.load(Ordering::SeqCst), LIVE_BYTES.load(Ordering::SeqCst));
+    COUNTS.with(|counts| counts.set((0, 0)));
     COUNTING.with(|c| c.set(true));
     let result = f();
     COUNTING.with(|c| c.set(false));
-    let (a1, b1) = (ALLOCATIONS.load(Ordering::SeqCst), LIVE_BYTES.load(Ordering::SeqCst));
-    (a1 - a0, b1.wrapping_sub(b0), result)
+    let (allocations, bytes) = COUNTS.with(Cell::get);
+    (allocations, bytes, result)
 }
 
-/// sgemm calls of one call: one per convolution per image (dense layers use dot products).
-fn products(batch: usize) -> usize {
-    LAYERS.iter().filter(|(_, l)| matches!(l, Layer::Conv(_))).count() * batch
+/// `(allocations, bytes)` of one warm call through an explicit workspace and one through
+/// the shared engine's workspace pool, each after a warm-up call of the same batch size.
+fn steady_state(engine: &NdarrayEngine, batch: usize) -> [(usize, usize); 2] {
+    let input: Vec<f32> = (0..batch * INPUT_LEN).map(|i| (i % 17) as f32 / 8.0 - 1.0).collect();
+    let mut logits = vec![0f32; batch * NUM_CLASSES];
+    let mut workspace = Workspace::new();
+    engine.logits_with(&mut workspace, &input, batch, &mut logits).unwrap();
+    let (explicit, explicit_bytes, result) = count(|| engine.logits_with(&mut workspace, &input, batch, &mut logits));
+    result.unwrap();
+    engine.logits(&input, batch, &mut logits).unwrap();
+    let (pooled, pooled_bytes, result) = count(|| engine.logits(&input, batch, &mut logits));
+    result.unwrap();
+    assert!(logits.iter().all(|v| v.is_finite()));
+    [(explicit, explicit_bytes), (pooled, pooled_bytes)]
 }
 
 #[test]
-fn steady_state_inference_allocates_only_sgemm_packing() {
-    // A single-threaded matrixmultiply (no pool) so that everything runs on this thread.
-    std::env::set_var("MATMUL_NUM_THREADS", "1");
-    let (a, b, c) = (vec![1f32; 64 * 64], vec![1f32; 64 * 64], vec![0f32; 64 * 64]);
-    let mut c = c;
-    let product = |c: &mut Vec<f32>| unsafe {
-        matrixmultiply::sgemm(64, 64, 64, 1.0, a.as_ptr(), 64, 1, b.as_ptr(), 64, 1, 0.0, c.as_mut_ptr(), 64, 1)
-    };
-    product(&mut c); // first use sets up matrixmultiply's lazily built globals
-    let (per_product, leaked, ()) = count(|| product(&mut c));
-    assert_eq!(leaked, 0);
-
+fn one_thread_allocates_nothing_once_warm() {
     let engine = NdarrayEngine::new(&random_weights(1), 1).unwrap();
-    for batch in [1, 4] {
-        let input = vec![0.25f32; batch * INPUT_LEN];
-        let mut logits = vec![0f32; batch * NUM_CLASSES];
-        let mut workspace = Workspace::new();
-        engine.logits_with(&mut workspace, &input, batch, &mut logits).unwrap(); // warm-up
-        let (allocations, live, result) = count(|| engine.logits_with(&mut workspace, &input, batch, &mut logits));
-        result.unwrap();
-        assert_eq!(allocations, products(batch) * per_product, "batch {batch}: engine allocated beyond sgemm packing");
-        assert_eq!(live, 0, "batch {batch}: memory kept after the call");
-
-        // The shared-engine path (workspace pool behind a lock) is as frugal once warm.
-        engine.logits(&input, batch, &mut logits).unwrap();
-        let (allocations, live, result) = count(|| engine.logits(&input, batch, &mut logits));
-        result.unwrap();
-        assert_eq!(allocations, products(batch) * per_product, "batch {batch}: Engine::logits allocated");
-        assert_eq!(live, 0);
+    for batch in [1, 3, 128] {
+        let [explicit, pooled] = steady_state(&engine, batch);
+        assert_eq!(explicit, (0, 0), "batch {batch}: (allocations, bytes) of a call with a warm workspace");
+        assert_eq!(pooled, (0, 0), "batch {batch}: (allocations, bytes) of Engine::logits once warm");
     }
 }
+
+#[test]
+fn more_threads_allocate_only_to_start_them() {
+    // What starting one scoped thread costs the calling thread.
+    let spawn = || std::thread::scope(|scope| drop(scope.spawn(|| ())));
+    spawn();
+    let (per_spawn, per_spawn_bytes, ()) = count(spawn);
+    assert!(per_spawn > 0, "a thread start allocates (else this test would prove nothing)");
+
+    let convolutions = LAYERS.iter().filter(|(_, l)| matches!(l, Layer::Conv(_))).count();
+    let engine = NdarrayEngine::new(&random_weights(2), 2).unwrap();
+    // One image: each convolution shares its output channels with one helper thread.
+    // A batch: the second half runs on one helper thread for the whole call.
+    for (batch, spawns) in [(1, convolutions), (4, 1), (128, 1)] {
+        for (allocations, bytes) in steady_state(&engine, batch) {
+            assert_eq!(allocations, spawns * per_spawn, "batch {batch}: allocations beyond starting {spawns} thread(s)");
+            // A spawn also boxes its closure, whose captures (a few references and
+            // lengths) the empty closure above lacks: a buffer would be far larger.
+            let most = spawns * (per_spawn_bytes + CAPTURES);
+            assert!((spawns * per_spawn_bytes..=most).contains(&bytes), "batch {batch}: {bytes} bytes, more than starting {spawns} thread(s)");
+        }
+    }
+}
+
+/// Bytes a spawned closure's captures may add to a thread start.
+const CAPTURES: usize = 128;

@@ -34,6 +34,11 @@ impl DenseStep {
         }
     }
 
+    /// Floats of weights and biases.
+    pub(crate) fn weight_floats(&self) -> usize {
+        self.weight.len() + self.bias.len()
+    }
+
     /// Applies the layer to `rows` inputs of `input` (`rows × in`) into `out` (`rows × out`).
     pub(crate) fn run(&self, input: &[f32], rows: usize, out: &mut [f32]) {
         let (k, n) = (self.in_features, self.out_features);

@@ -1,31 +1,43 @@
-//! The pure-Rust CPU engine: im2col + `matrixmultiply` sgemm for the convolutions (bias and
-//! ReLU fused into one pass over the output), direct loops for pooling and LRN, and
-//! vectorised dot products (AVX2+FMA when the CPU has them) for the fully connected layers.
-//! No C or C++ code.
+//! The pure-Rust CPU engine: for the convolutions, im2col written straight into a packed
+//! layout and our own register-blocked single-precision product (`gemm.rs`: AVX2+FMA when
+//! the CPU has them, portable Rust otherwise) that adds the bias and applies the ReLU as it
+//! stores; direct loops for pooling and LRN; vectorised dot products (AVX2+FMA when the CPU
+//! has them) for the fully connected layers. No C or C++ code.
 //!
 //! # Memory
 //!
-//! The engine holds a copy of the weights: 1,068,298 floats, about 4.3 MB (the
-//! [`Weights`] it was built from can be dropped). Each worker thread needs about 1.2 MB of
-//! scratch for one image at a time (im2col of conv2: 1,600 × 144 floats, plus two 64×24×24
-//! maps) and 18 KB per example of its share of the batch for the fully connected part; see
-//! [`NdarrayEngine::workspace_bytes`] for the exact figure at a batch size (about 1.2 MB at
-//! batch 1 and 3.6 MB at batch 128 on one thread). Beyond that, `matrixmultiply` allocates
-//! and frees a packing buffer inside each convolution product (about 0.5 MB at most).
-//! Classifying one PNG with the `cifar10` CLI peaks at about 11.5 MB resident.
+//! The engine holds a copy of the weights: 1,068,298 floats, the convolution kernels
+//! packed for the product (padded to a multiple of 6 output channels), about 4.3 MB in all
+//! ([`NdarrayEngine::weight_bytes`]; the [`Weights`] it was built from can be dropped).
+//! Each worker thread needs about 1.3 MB of scratch for one image at a time (the packed
+//! im2col matrix of conv2: 1,600 × 144 floats, the zero-padded input, and two 64×24×24
+//! maps) and 18 KB per example of its share of the batch for the fully connected part;
+//! see [`NdarrayEngine::workspace_bytes`] for the exact figure at a batch size (about
+//! 1.3 MB at batch 1 and 3.6 MB at batch 128 on one thread). Classifying one PNG with the
+//! `cifar10` CLI peaks at about 11.5 MB resident.
+//!
+//! # Allocation
+//!
+//! Everything a call needs lives in a [`Workspace`]: the first call sizes it for its batch
+//! size, and later calls with that size or smaller, on one thread, allocate nothing at all
+//! (`tests/allocations.rs` counts with a global allocator). [`Engine::logits`] keeps the
+//! workspaces of finished calls (one per concurrent caller), so a warm shared engine
+//! allocates nothing either. With `threads > 1` the only allocations are the few hundred
+//! bytes `std::thread::scope` takes to start each helper thread (once per call for a
+//! batch, once per convolution for a single image), freed when it ends.
 //!
 //! # Threads
 //!
 //! With `threads = 1` the engine runs on the calling thread and starts no thread. With more,
 //! a batch is split into that many chunks run on scoped threads (`std::thread::scope`); a
 //! batch smaller than that (one image) shares each convolution's output channels instead.
-//! `matrixmultiply`'s own pool is sized once per process by the `MATMUL_NUM_THREADS`
-//! environment variable (default: the physical cores); set it to 1 before the first
-//! inference, as the `cifar10` CLI does, so that `threads` is the whole story.
-//! Results are bitwise the same for any thread count and any batch split.
+//! The engine does not use `matrixmultiply` (nor its `MATMUL_NUM_THREADS` pool), so
+//! `threads` is the whole story. Results are bitwise the same for any thread count and any
+//! batch split.
 
 mod conv;
 mod dense;
+mod gemm;
 mod lrn;
 mod plan;
 mod pool;
@@ -73,7 +85,8 @@ impl NdarrayEngine {
         self.threads
     }
 
-    /// Scratch bytes a call with `batch` examples needs (beside the 4.3 MB of weights).
+    /// Scratch bytes a call with `batch` examples needs (beside the 4.3 MB of weights): the
+    /// size of the [`Workspace`] such a call grows, after which it allocates nothing.
     ///
     /// ```
     /// let engine = infer::ndarray_engine::NdarrayEngine::new(&infer::random_weights(0), 1)?;
@@ -87,9 +100,16 @@ impl NdarrayEngine {
         workspace.bytes()
     }
 
-    /// Bytes of weights the engine holds.
+    /// Bytes of weights the engine holds (the parameters, with the convolution kernels
+    /// packed and padded for the matrix product).
+    ///
+    /// ```
+    /// let engine = infer::ndarray_engine::NdarrayEngine::new(&infer::random_weights(0), 1)?;
+    /// assert!(engine.weight_bytes() >= 4 * model_format::PARAM_COUNT);
+    /// # Ok::<(), infer::InferError>(())
+    /// ```
     pub fn weight_bytes(&self) -> usize {
-        model_format::PARAM_COUNT * std::mem::size_of::<f32>()
+        self.plan.weight_floats() * std::mem::size_of::<f32>()
     }
 
     /// Like [`Engine::logits`], with an explicit workspace (no lock, no pool).

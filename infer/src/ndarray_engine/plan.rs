@@ -41,7 +41,7 @@ pub(crate) struct Plan {
     pub(crate) dense_steps: Vec<DenseStep>,
     /// Largest per-image map activation (floats).
     pub(crate) map_len: usize,
-    /// im2col scratch for one image (floats).
+    /// Convolution scratch for one image: packed im2col and padded input (floats).
     pub(crate) col_len: usize,
     /// LRN window-sum scratch (floats).
     pub(crate) sums_len: usize,
@@ -119,6 +119,15 @@ impl Plan {
             _ => return Err(unsupported()),
         }
         Ok(())
+    }
+
+    /// Floats of weights the steps hold.
+    pub(crate) fn weight_floats(&self) -> usize {
+        let maps = self.map_steps.iter().map(|step| match step {
+            MapStep::Conv(conv) => conv.weight_floats(),
+            _ => 0,
+        });
+        maps.chain(self.dense_steps.iter().map(DenseStep::weight_floats)).sum()
     }
 
     /// Width of the network output (the logits).

@@ -1,10 +1,11 @@
 //! Reusable buffers: once a [`Workspace`] has served a batch size, later calls with that
-//! size or smaller allocate nothing in the engine.
+//! size or smaller allocate nothing (with one thread; with more, only the thread starts do).
 
 use super::plan::Plan;
 
-/// Buffers of one worker thread: per-image ping-pong maps and scratch, plus the dense
-/// activations of its chunk of the batch.
+/// Buffers of one worker thread: per-image ping-pong maps and scratch (`col`: the
+/// convolutions' zero-padded input and packed im2col matrix; `sums`: LRN window sums),
+/// plus the dense activations of its chunk of the batch.
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
     pub(crate) ping: Vec<f32>,
@@ -41,7 +42,8 @@ fn grow(buffer: &mut Vec<f32>, len: usize) {
     }
 }
 
-/// The scratch memory of [`super::NdarrayEngine`]: one set of buffers per worker thread.
+/// The scratch memory of [`super::NdarrayEngine`], the matrix products' packing buffers
+/// included: one set of buffers per worker thread.
 ///
 /// [`super::NdarrayEngine::logits_with`] takes one explicitly; the [`crate::Engine`]
 /// implementation keeps a small pool of them so that a shared engine reuses memory too.
