@@ -9,9 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use infer::ndarray_engine::NdarrayEngine;
+use infer::cpu::CpuEngine;
 use infer::Engine;
-use model_format::arch::{self, ActShape, Layer, INPUT_CHANNELS, INPUT_LEN, INPUT_SHAPE, INPUT_SIZE, LAYERS, NUM_CLASSES, SOFTMAX_LINEAR};
+use model_format::arch::{self, INPUT_CHANNELS, INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
 use model_format::cifar::Records;
 use model_format::preprocess::preprocess;
 use model_format::Weights;
@@ -35,7 +35,7 @@ struct EngineRunner(Box<dyn Engine>);
 
 impl Runner for EngineRunner {
     fn logits(&mut self, input: &[f32], batch: usize, out: &mut [f32]) {
-        self.0.logits(input, batch, out).expect("engine runs");
+        self.0.logits_flat(input, batch, out).expect("engine runs");
     }
 }
 
@@ -59,15 +59,18 @@ fn rows(weights: &Weights) -> Vec<Row> {
     let (a, b) = (weights.clone(), weights.clone());
     vec![
         Row {
-            name: "ndarray",
+            name: "cpu",
             build: Box::new(move |threads| {
-                Box::new(EngineRunner(Box::new(NdarrayEngine::new(&a, threads).expect("engine builds"))))
+                Box::new(EngineRunner(Box::new(CpuEngine::new(&a, threads).expect("engine builds"))))
             }),
         },
         Row {
             name: "tch",
             build: Box::new(move |threads| {
-                Box::new(TchRunner { net: train::model::Net::from_weights(&b, Device::Cpu).expect("net builds"), threads })
+                Box::new(TchRunner {
+                    net: train::model::Net::from_weights(&b, Device::Cpu).expect("net builds"),
+                    threads,
+                })
             }),
         },
         // The root package always builds infer's `onnx` feature (see its dev-dependencies).
@@ -76,7 +79,9 @@ fn rows(weights: &Weights) -> Vec<Row> {
             Row {
                 name: "onnx",
                 build: Box::new(move |threads| {
-                    Box::new(EngineRunner(Box::new(infer::onnx::OnnxEngine::from_weights(&c, threads).expect("ONNX Runtime loads the model"))))
+                    Box::new(EngineRunner(Box::new(
+                        infer::onnx::OnnxEngine::from_weights(&c, threads).expect("ONNX Runtime loads the model"),
+                    )))
                 }),
             }
         },
@@ -97,23 +102,6 @@ fn throughput(runner: &mut dyn Runner, inputs: &[f32], batch: usize, budget: Dur
     (calls * batch) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Multiply-adds ×2 of one image's forward pass, from the architecture.
-fn flops_per_image() -> f64 {
-    let mut shape = INPUT_SHAPE;
-    let mut flops = 0usize;
-    let last = Layer::Dense(SOFTMAX_LINEAR);
-    for layer in LAYERS.iter().map(|(_, l)| l).chain(std::iter::once(&last)) {
-        let out = arch::output_shape(layer, shape);
-        flops += match (layer, out) {
-            (Layer::Conv(c), ActShape::Map { h, w, .. }) => 2 * c.out_channels() * c.in_channels() * c.kernel().pow(2) * h * w,
-            (Layer::Dense(d), _) => 2 * d.in_features() * d.out_features(),
-            _ => 0,
-        };
-        shape = out;
-    }
-    flops as f64
-}
-
 /// GFLOP/s of square `n × n` sgemm on `threads` threads, each multiplying its own matrices
 /// (how the engine uses threads: one chunk of the batch each).
 fn sgemm_peak(threads: usize, n: usize, budget: Duration) -> f64 {
@@ -124,7 +112,22 @@ fn sgemm_peak(threads: usize, n: usize, budget: Duration) -> f64 {
         while calls < 2 || start.elapsed() < budget {
             // SAFETY: all three matrices are n×n, row-major.
             unsafe {
-                matrixmultiply::sgemm(n, n, n, 1.0, a.as_ptr(), n as isize, 1, b.as_ptr(), n as isize, 1, 0.0, c.as_mut_ptr(), n as isize, 1);
+                matrixmultiply::sgemm(
+                    n,
+                    n,
+                    n,
+                    1.0,
+                    a.as_ptr(),
+                    n as isize,
+                    1,
+                    b.as_ptr(),
+                    n as isize,
+                    1,
+                    0.0,
+                    c.as_mut_ptr(),
+                    n as isize,
+                    1,
+                );
             }
             calls += 1;
         }
@@ -137,7 +140,8 @@ fn sgemm_peak(threads: usize, n: usize, budget: Duration) -> f64 {
 }
 
 fn inputs(max_batch: usize) -> Vec<f32> {
-    let records = Records::read_file(concat!(env!("CARGO_MANIFEST_DIR"), "/data/sample/test_batch.bin")).expect("data/sample");
+    let records =
+        Records::read_file(concat!(env!("CARGO_MANIFEST_DIR"), "/data/sample/test_batch.bin")).expect("data/sample");
     let mut inputs = vec![0f32; max_batch * INPUT_LEN];
     for (i, slot) in inputs.chunks_exact_mut(INPUT_LEN).enumerate() {
         preprocess(records.image(i % records.len()), slot);
@@ -148,28 +152,43 @@ fn inputs(max_batch: usize) -> Vec<f32> {
 fn main() {
     // matrixmultiply's own pool off: the engines' thread counts are the only parallelism.
     std::env::set_var("MATMUL_NUM_THREADS", "1");
-    let budget = Duration::from_secs_f64(std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(0.6));
+    let budget =
+        Duration::from_secs_f64(std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(0.6));
     let weights = match std::env::var_os("CIFAR10_MODEL") {
         Some(path) => Weights::load(&path).expect("$CIFAR10_MODEL names a valid model"),
         None => infer::random_weights(2024),
     };
     let inputs = inputs(*BATCHES.iter().max().unwrap());
     let rows = rows(&weights);
-    let flops = flops_per_image();
+    let flops = arch::flops_per_image() as f64;
 
     let peaks: Vec<f64> = THREADS.iter().map(|&t| sgemm_peak(t, 1024, budget)).collect();
-    println!("sgemm peak (matrixmultiply, 1024³ per thread): {}", THREADS.iter().zip(&peaks).map(|(t, p)| format!("{p:.1} GFLOP/s on {t} thread(s)")).collect::<Vec<_>>().join(", "));
+    println!(
+        "sgemm peak (matrixmultiply, 1024³ per thread): {}",
+        THREADS
+            .iter()
+            .zip(&peaks)
+            .map(|(t, p)| format!("{p:.1} GFLOP/s on {t} thread(s)"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!("forward pass: {:.1} MFLOP per image\n", flops / 1e6);
 
     let names: Vec<String> = rows.iter().map(|r| format!("{:>10}", format!("{} img/s", r.name))).collect();
-    let ratio_names: Vec<String> = rows[1..].iter().map(|r| format!("{:>12}", format!("ndarray/{}", r.name))).collect();
-    println!("{:>5} {:>7} {} {} {:>9} {:>8}", "batch", "threads", names.join(" "), ratio_names.join(" "), "GFLOP/s", "of peak");
+    let ratio_names: Vec<String> = rows[1..].iter().map(|r| format!("{:>12}", format!("cpu/{}", r.name))).collect();
+    println!(
+        "{:>5} {:>7} {} {} {:>9} {:>8}",
+        "batch",
+        "threads",
+        names.join(" "),
+        ratio_names.join(" "),
+        "GFLOP/s",
+        "of peak"
+    );
     for &batch in &BATCHES {
         for (&threads, &peak) in THREADS.iter().zip(&peaks) {
-            let speeds: Vec<f64> = rows
-                .iter()
-                .map(|row| throughput(&mut *(row.build)(threads), &inputs, batch, budget))
-                .collect();
+            let speeds: Vec<f64> =
+                rows.iter().map(|row| throughput(&mut *(row.build)(threads), &inputs, batch, budget)).collect();
             let gflops = speeds[0] * flops / 1e9;
             let cells: Vec<String> = speeds.iter().map(|s| format!("{s:>10.0}")).collect();
             let ratios: Vec<String> = speeds[1..].iter().map(|s| format!("{:>11.2}x", speeds[0] / s)).collect();

@@ -13,19 +13,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use infer::ndarray_engine::NdarrayEngine;
-use infer::serve::{Limits, ServeConfig, Server};
+use infer::cpu::CpuEngine;
 use infer::Engine;
 use model_format::arch::{IMAGE_LEN, INPUT_LEN, NUM_CLASSES};
+use serve::{Limits, ServeConfig, Server};
 
 const CLIENTS: [usize; 4] = [1, 4, 16, 64];
 const MAX_BATCH: usize = 64;
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// One inference request body (binary extension) and its JSON header's length.
@@ -60,10 +57,7 @@ impl Client {
         )
         .into_bytes();
         request.extend_from_slice(&body);
-        Ok(Client {
-            reader: BufReader::new(stream),
-            request,
-        })
+        Ok(Client { reader: BufReader::new(stream), request })
     }
 
     /// Sends one request; the status code back.
@@ -71,11 +65,7 @@ impl Client {
         self.reader.get_mut().write_all(&self.request)?;
         let mut line = String::new();
         self.reader.read_line(&mut line)?;
-        let status = line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let status = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
         let mut length = 0;
         loop {
             line.clear();
@@ -140,12 +130,7 @@ fn run_level(addr: SocketAddr, clients: usize, budget: u64, cap: Duration) -> Le
     let errors = per_client.iter().map(|(_, e)| e).sum();
     let mut latencies: Vec<Duration> = per_client.into_iter().flat_map(|(l, _)| l).collect();
     latencies.sort();
-    LevelResult {
-        requests: latencies.len() + errors,
-        errors,
-        seconds,
-        latencies,
-    }
+    LevelResult { requests: latencies.len() + errors, errors, seconds, latencies }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -158,9 +143,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 /// Images/s of `workers` threads each running the engine on batches of `batch`, for `seconds`.
 fn engine_throughput(engine: &dyn Engine, batch: usize, workers: usize, seconds: f64) -> f64 {
-    let inputs: Vec<f32> = (0..batch * INPUT_LEN)
-        .map(|i| ((i % 97) as f32 - 48.0) / 30.0)
-        .collect();
+    let inputs: Vec<f32> = (0..batch * INPUT_LEN).map(|i| ((i % 97) as f32 - 48.0) / 30.0).collect();
     let images = AtomicU64::new(0);
     let start = Instant::now();
     std::thread::scope(|scope| {
@@ -168,9 +151,7 @@ fn engine_throughput(engine: &dyn Engine, batch: usize, workers: usize, seconds:
             scope.spawn(|| {
                 let mut logits = vec![0f32; batch * NUM_CLASSES];
                 while start.elapsed().as_secs_f64() < seconds {
-                    engine
-                        .logits(&inputs, batch, &mut logits)
-                        .expect("the engine runs");
+                    engine.logits_flat(&inputs, batch, &mut logits).expect("the engine runs");
                     images.fetch_add(batch as u64, Ordering::Relaxed);
                 }
             });
@@ -195,23 +176,13 @@ fn memory_mib() -> (f64, f64) {
 /// The (sum, count) of the server's batch-size histogram, from `/metrics`.
 fn batch_totals(addr: SocketAddr) -> (f64, f64) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
     let value = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(f64::NAN)
+        text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(f64::NAN)
     };
-    (
-        value("cifar10_batch_size_sum "),
-        value("cifar10_batch_size_count "),
-    )
+    (value("cifar10_batch_size_sum "), value("cifar10_batch_size_count "))
 }
 
 fn main() {
@@ -222,16 +193,11 @@ fn main() {
     let budget = env_or("SERVE_LOAD_REQUESTS", 2_000);
     let cap = Duration::from_secs(env_or("SERVE_LOAD_SECONDS", 15));
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
-    let engine: Arc<dyn Engine> =
-        Arc::new(NdarrayEngine::new(&infer::random_weights(0), 1).expect("engine"));
+    let engine: Arc<dyn Engine> = Arc::new(CpuEngine::new(&infer::random_weights(0), 1).expect("engine"));
 
     let config = ServeConfig {
         addr: "127.0.0.1:0".into(),
-        limits: Limits {
-            max_batch: MAX_BATCH,
-            max_queued_images: 4096,
-            ..Limits::default()
-        },
+        limits: Limits { max_batch: MAX_BATCH, max_queued_images: 4096, ..Limits::default() },
         max_wait: Duration::from_millis(2),
         engine_workers: workers,
         http_threads: 2,
@@ -251,17 +217,9 @@ fn main() {
     // Context for the ratios: how the engine alone scales with the batch size.
     let sweep: Vec<String> = [1, 4, 16, MAX_BATCH]
         .iter()
-        .map(|&b| {
-            format!(
-                "batch {b}: {:.0}",
-                engine_throughput(engine.as_ref(), b, workers, 1.0)
-            )
-        })
+        .map(|&b| format!("batch {b}: {:.0}", engine_throughput(engine.as_ref(), b, workers, 1.0)))
         .collect();
-    println!(
-        "engine alone, images/s on {workers} thread(s): {}",
-        sweep.join(", ")
-    );
+    println!("engine alone, images/s on {workers} thread(s): {}", sweep.join(", "));
     println!();
     println!("| clients | requests | errors | req/s | p50 ms | p99 ms | mean batch | engine img/s | served / engine | VmRSS MiB |");
     println!("|--------:|---------:|-------:|------:|-------:|-------:|-----------:|-------------:|----------------:|----------:|");

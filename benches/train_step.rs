@@ -36,7 +36,10 @@ impl Ours {
     fn new() -> Ours {
         tch::set_num_threads(THREADS);
         tch::manual_seed(0);
-        let images = Tensor::randn([BATCH, INPUT_CHANNELS as i64, INPUT_SIZE as i64, INPUT_SIZE as i64], (Kind::Float, Device::Cpu));
+        let images = Tensor::randn(
+            [BATCH, INPUT_CHANNELS as i64, INPUT_SIZE as i64, INPUT_SIZE as i64],
+            (Kind::Float, Device::Cpu),
+        );
         let labels = Tensor::randint(10, [BATCH], (Kind::Int64, Device::Cpu));
         let towers = Towers::new(&initial_values(0), &[Device::Cpu], 1).expect("cpu tower");
         let ema = MovingAverage::new(towers.master().params(), 0.9999);
@@ -89,7 +92,13 @@ fn median(times: &[f64]) -> f64 {
 fn row(name: &str, times: &[f64]) {
     let med = median(times);
     let min = times.iter().copied().fold(f64::INFINITY, f64::min);
-    println!("| {name:<28} | {:>9.1} | {:>9.1} | {:>12.1} | {:>8.2} |", med * 1e3, min * 1e3, BATCH as f64 / med, 1.0 / med);
+    println!(
+        "| {name:<28} | {:>9.1} | {:>9.1} | {:>12.1} | {:>8.2} |",
+        med * 1e3,
+        min * 1e3,
+        BATCH as f64 / med,
+        1.0 / med
+    );
 }
 
 fn main() {
@@ -101,7 +110,8 @@ fn main() {
     );
     // Alternating rounds spread any load from other processes over both implementations.
     let mut ours = Ours::new();
-    let (mut our_times, mut torch_times, mut torch_name, mut torch_error) = (Vec::new(), Vec::new(), String::new(), None);
+    let (mut our_times, mut torch_times, mut torch_name, mut torch_error) =
+        (Vec::new(), Vec::new(), String::new(), None);
     for _ in 0..rounds {
         our_times.extend(ours.run(per_round));
         match pytorch(per_round) {
@@ -112,7 +122,10 @@ fn main() {
             Err(why) => torch_error = Some(why),
         }
     }
-    println!("| {:<28} | {:>9} | {:>9} | {:>12} | {:>8} |", "implementation", "median ms", "min ms", "examples/s", "steps/s");
+    println!(
+        "| {:<28} | {:>9} | {:>9} | {:>12} | {:>8} |",
+        "implementation", "median ms", "min ms", "examples/s", "steps/s"
+    );
     println!("|{}|{}|{}|{}|{}|", "-".repeat(30), "-".repeat(11), "-".repeat(11), "-".repeat(14), "-".repeat(10));
     row("cifar10-train (tch 0.24)", &our_times);
     if !torch_times.is_empty() {
@@ -120,7 +133,8 @@ fn main() {
         println!(
             "ours / PyTorch step time: median {:.2}, min {:.2} (goal: <= 1)",
             median(&our_times) / median(&torch_times),
-            our_times.iter().copied().fold(f64::INFINITY, f64::min) / torch_times.iter().copied().fold(f64::INFINITY, f64::min)
+            our_times.iter().copied().fold(f64::INFINITY, f64::min)
+                / torch_times.iter().copied().fold(f64::INFINITY, f64::min)
         );
     }
     if let Some(why) = torch_error {

@@ -126,7 +126,9 @@ fn a_model_file_whose_metadata_does_not_match_its_weights_fails_loudly() {
     altered[header + 4 * 1000] ^= 0x01;
     assert!(matches!(Weights::from_bytes(&altered), Err(WeightsError::DigestMismatch { .. })));
     // Claim another architecture in the metadata.
-    let text = String::from_utf8(bytes[8..header].to_vec()).unwrap().replace("cifar10-tutorial-cnn/v1", "cifar10-tutorial-cnn/v2");
+    let text = String::from_utf8(bytes[8..header].to_vec())
+        .unwrap()
+        .replace("cifar10-tutorial-cnn/v1", "cifar10-tutorial-cnn/v2");
     let mut foreign = (text.len() as u64).to_le_bytes().to_vec();
     foreign.extend_from_slice(text.as_bytes());
     foreign.extend_from_slice(&bytes[header..]);

@@ -31,7 +31,11 @@ fn all_dependencies(package: &str, extra: &[&str]) -> BTreeSet<String> {
         .output()
         .expect("cargo tree runs");
     assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().filter_map(|l| l.split_whitespace().next().map(String::from)).collect()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect()
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! folder is found (see `model_format::cifar::Dataset::locate`), else the in-repo
 //! 1,000-image sample.
 
-use infer::ndarray_engine::NdarrayEngine;
+use infer::cpu::CpuEngine;
 use infer::prediction::argmax;
 use infer::Engine;
 use model_format::arch::{INPUT_CHANNELS, INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
@@ -55,11 +55,11 @@ fn tch_logits(net: &Net, input: &[f32], batch: usize) -> Vec<f32> {
 }
 
 #[test]
-fn ndarray_engine_matches_tch_on_every_test_image() {
+fn cpu_matches_tch_on_every_test_image() {
     tch::set_num_threads(2);
     let weights = weights();
     let net = Net::from_weights(&weights, Device::Cpu).unwrap();
-    let engine = NdarrayEngine::new(&weights, 2).unwrap();
+    let engine = CpuEngine::new(&weights, 2).unwrap();
     let records = test_records();
 
     let mut input = vec![0f32; BATCH * INPUT_LEN];
@@ -70,7 +70,7 @@ fn ndarray_engine_matches_tch_on_every_test_image() {
         for (i, slot) in input[..n * INPUT_LEN].chunks_exact_mut(INPUT_LEN).enumerate() {
             preprocess(records.image(start + i), slot);
         }
-        engine.logits(&input[..n * INPUT_LEN], n, &mut ours[..n * NUM_CLASSES]).unwrap();
+        engine.logits_flat(&input[..n * INPUT_LEN], n, &mut ours[..n * NUM_CLASSES]).unwrap();
         let theirs = tch_logits(&net, &input[..n * INPUT_LEN], n);
         for (i, (a, b)) in ours.chunks_exact(NUM_CLASSES).zip(theirs.chunks_exact(NUM_CLASSES)).enumerate() {
             let image = start + i;

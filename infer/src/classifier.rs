@@ -5,14 +5,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use model_format::arch::{IMAGE_LEN, INPUT_LEN, NUM_CLASSES};
+use model_format::arch::{IMAGE_LEN, IMAGE_SIZE, INPUT_CHANNELS, INPUT_LEN, NUM_CLASSES};
 use model_format::cifar::RECORD_LEN;
-use model_format::preprocess::{hwc_to_planar, preprocess};
+use model_format::preprocess::{preprocess, preprocess_hwc};
 use model_format::Weights;
+use ndarray::ArrayView4;
 
+use crate::cpu::CpuEngine;
 use crate::engine::Engine;
 use crate::error::InferError;
-use crate::ndarray_engine::NdarrayEngine;
 use crate::prediction::Prediction;
 
 /// Images handed to the engine per call when classifying a long list; bounds memory.
@@ -37,7 +38,10 @@ pub struct Classifier {
 
 impl std::fmt::Debug for Classifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Classifier").field("engine", &self.engine.name()).field("class_names", &self.class_names).finish()
+        f.debug_struct("Classifier")
+            .field("engine", &self.engine.name())
+            .field("class_names", &self.class_names)
+            .finish()
     }
 }
 
@@ -46,11 +50,11 @@ impl Classifier {
     /// (ten of them, in label order).
     ///
     /// ```
-    /// use infer::{Classifier, Engine, ndarray_engine::NdarrayEngine};
-    /// let engine: Box<dyn Engine> = Box::new(NdarrayEngine::new(&infer::random_weights(1), 2)?);
+    /// use infer::{Classifier, Engine, cpu::CpuEngine};
+    /// let engine: Box<dyn Engine> = Box::new(CpuEngine::new(&infer::random_weights(1), 2)?);
     /// let names = model_format::CLASS_NAMES.iter().map(|s| s.to_string()).collect();
     /// let classifier = Classifier::new(engine, names)?;
-    /// assert_eq!(classifier.engine().name(), "ndarray");
+    /// assert_eq!(classifier.engine().name(), "cpu");
     /// # Ok::<(), infer::InferError>(())
     /// ```
     pub fn new(engine: impl Into<Arc<dyn Engine>>, class_names: Vec<String>) -> Result<Self, InferError> {
@@ -62,7 +66,7 @@ impl Classifier {
 
     /// The pure-Rust engine on `weights`, using `threads` threads per call.
     pub fn from_weights(weights: &Weights, threads: usize) -> Result<Self, InferError> {
-        let engine: Arc<dyn Engine> = Arc::new(NdarrayEngine::new(weights, threads)?);
+        let engine: Arc<dyn Engine> = Arc::new(CpuEngine::new(weights, threads)?);
         Classifier::new(engine, weights.metadata.class_names.clone())
     }
 
@@ -95,7 +99,7 @@ impl Classifier {
         for chunk in inputs.chunks(CHUNK * INPUT_LEN) {
             let batch = chunk.len() / INPUT_LEN;
             let logits = &mut logits[..batch * NUM_CLASSES];
-            self.engine.logits(chunk, batch, logits)?;
+            self.engine.logits_flat(chunk, batch, logits)?;
             predictions.extend(logits.chunks_exact(NUM_CLASSES).map(|row| self.prediction(row)));
         }
         Ok(predictions)
@@ -109,11 +113,28 @@ impl Classifier {
 
     /// Classifies interleaved (HWC) 32×32 RGB images, `n × 3,072` bytes, as decoders give them.
     pub fn classify_hwc(&self, images: &[u8]) -> Result<Vec<Prediction>, InferError> {
-        let mut planar = [0u8; IMAGE_LEN];
-        self.classify_images(images, IMAGE_LEN, 0, "interleaved RGB images", |image, out| {
-            hwc_to_planar(image, &mut planar);
-            preprocess(&planar, out);
-        })
+        self.classify_images(images, IMAGE_LEN, 0, "interleaved RGB images", preprocess_hwc)
+    }
+
+    /// Classifies interleaved (HWC) 32×32 RGB images held in an ndarray `[N, 32, 32, 3]` (any
+    /// memory layout), as image libraries and numpy hand them over.
+    ///
+    /// ```
+    /// let classifier = infer::Classifier::from_bytes(&infer::random_weights(5).to_bytes()?)?;
+    /// let images = ndarray::Array4::<u8>::from_elem((2, 32, 32, 3), 128);
+    /// assert_eq!(classifier.classify_array(images.view())?.len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn classify_array(&self, images: ArrayView4<u8>) -> Result<Vec<Prediction>, InferError> {
+        if images.shape()[1..] != [IMAGE_SIZE, IMAGE_SIZE, INPUT_CHANNELS] {
+            return Err(InferError::Shape {
+                what: "images",
+                expected: "[N, 32, 32, 3]",
+                found: images.shape().to_vec(),
+            });
+        }
+        let images = images.as_standard_layout();
+        self.classify_hwc(images.as_slice().expect("a standard-layout array is contiguous"))
     }
 
     /// Classifies CIFAR-10 binary records (a label byte, then the planar image; 3,073 bytes

@@ -14,10 +14,15 @@ pub enum InferError {
     Data(DataError),
     /// A batch of zero inputs.
     EmptyBatch,
+    /// An input or output array of the wrong shape.
+    Shape { what: &'static str, expected: &'static str, found: Vec<usize> },
     /// An input or output slice of the wrong length.
     Length { what: &'static str, expected: usize, found: usize },
     /// An image that could not be decoded or has the wrong size.
     Image(String),
+    /// An input larger than a stated limit (e.g. an image canvas over
+    /// [`crate::image_input::MAX_IMAGE_PIXELS`]).
+    TooLarge(String),
     /// The backend itself failed (e.g. ONNX Runtime missing or refusing the model).
     Backend(String),
 }
@@ -31,7 +36,8 @@ impl fmt::Display for InferError {
             InferError::Length { what, expected, found } => {
                 write!(f, "{what} has {found} values, expected {expected}")
             }
-            InferError::Image(why) => write!(f, "{why}"),
+            InferError::Shape { what, expected, found } => write!(f, "{what} has shape {found:?}, expected {expected}"),
+            InferError::Image(why) | InferError::TooLarge(why) => write!(f, "{why}"),
             InferError::Backend(why) => write!(f, "{why}"),
         }
     }

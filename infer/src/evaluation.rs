@@ -49,7 +49,7 @@ fn ratio(a: usize, b: usize) -> f64 {
 /// number of images done after each batch.
 ///
 /// ```
-/// let engine = infer::ndarray_engine::NdarrayEngine::new(&infer::random_weights(0), 1)?;
+/// let engine = infer::cpu::CpuEngine::new(&infer::random_weights(0), 1)?;
 /// let records = model_format::cifar::Records::from_bytes(vec![3u8; 2 * 3073], "two.bin")?;
 /// let result = infer::evaluation::evaluate(&engine, &records, 16, |_| {})?;
 /// assert_eq!(result.total(), 2);
@@ -74,7 +74,7 @@ pub fn evaluate(
         for (i, slot) in input[..n * INPUT_LEN].chunks_exact_mut(INPUT_LEN).enumerate() {
             preprocess(records.image(start + i), slot);
         }
-        engine.logits(&input[..n * INPUT_LEN], n, &mut logits[..n * NUM_CLASSES])?;
+        engine.logits_flat(&input[..n * INPUT_LEN], n, &mut logits[..n * NUM_CLASSES])?;
         for (i, row) in logits[..n * NUM_CLASSES].chunks_exact(NUM_CLASSES).enumerate() {
             confusion[records.label(start + i) as usize][argmax(row)] += 1;
         }

@@ -1,7 +1,7 @@
 //! CPU inference for the CIFAR-10 tutorial model.
 //!
 //! - [`Engine`]: the contract every backend implements (logits of preprocessed inputs);
-//! - [`ndarray_engine::NdarrayEngine`]: the pure-Rust engine (no C/C++ dependency with
+//! - [`cpu::CpuEngine`]: the pure-Rust engine (no C/C++ dependency with
 //!   `default-features = false`);
 //! - [`Classifier`]: images in, [`Prediction`]s out, for apps and servers;
 //! - [`image_input`] (feature `image`): PNG/JPEG decoding;
@@ -17,20 +17,16 @@
 //! ```
 
 pub mod classifier;
+pub mod cpu;
 pub mod engine;
 pub mod error;
 pub mod evaluation;
-#[cfg(feature = "fetch")]
-pub mod fetch;
 #[cfg(feature = "image")]
 pub mod image_input;
-pub mod ndarray_engine;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 pub mod prediction;
 mod random_weights;
-#[cfg(feature = "serve")]
-pub mod serve;
 
 pub use classifier::Classifier;
 pub use engine::Engine;

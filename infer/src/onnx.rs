@@ -12,7 +12,7 @@
 //! let engine = OnnxEngine::from_weights(&infer::random_weights(0), 1)?;
 //! let input = vec![0.5f32; 2 * model_format::arch::INPUT_LEN]; // two preprocessed images
 //! let mut logits = [0f32; 2 * 10];
-//! engine.logits(&input, 2, &mut logits)?;
+//! engine.logits_flat(&input, 2, &mut logits)?;
 //! assert_eq!(logits[..10], logits[10..]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -23,6 +23,7 @@ use std::sync::{Mutex, OnceLock};
 use model_format::arch::{INPUT_CHANNELS, INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
 use model_format::onnx::LOGITS_NAME;
 use model_format::Weights;
+use ndarray::ArrayView4;
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
@@ -91,8 +92,9 @@ impl OnnxEngine {
 
     fn run(&self, input: &[f32], batch: usize, logits: &mut [f32]) -> Result<(), InferError> {
         let fail = |e: ort::Error| InferError::Backend(format!("{}: ONNX Runtime: {e}", self.origin));
-        let tensor =
-            TensorRef::from_array_view(([batch, INPUT_CHANNELS, INPUT_SIZE, INPUT_SIZE], input)).map_err(fail)?;
+        let view = ArrayView4::from_shape((batch, INPUT_CHANNELS, INPUT_SIZE, INPUT_SIZE), input)
+            .expect("the caller checked the input length");
+        let tensor = TensorRef::from_array_view(view).map_err(fail)?;
         // A panic inside a previous run cannot leave the session half-updated from our side.
         let mut session = self.session.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let outputs = session.run(ort::inputs![self.input.as_str() => tensor]).map_err(fail)?;
@@ -116,7 +118,7 @@ impl Engine for OnnxEngine {
         "onnx"
     }
 
-    fn logits(&self, input: &[f32], batch: usize, logits: &mut [f32]) -> Result<(), InferError> {
+    fn logits_flat(&self, input: &[f32], batch: usize, logits: &mut [f32]) -> Result<(), InferError> {
         if batch == 0 {
             return Err(InferError::EmptyBatch);
         }

@@ -47,10 +47,7 @@ impl Prediction {
     /// assert_eq!((top[0].label.as_str(), top[1].label.as_str()), ("cat", "dog"));
     /// ```
     pub fn top_k(&self, k: usize) -> Vec<Ranked> {
-        let mut order: Vec<usize> = (0..NUM_CLASSES).collect();
-        // Stable sort: equal probabilities keep class order.
-        order.sort_by(|&a, &b| self.probabilities[b].total_cmp(&self.probabilities[a]));
-        order
+        ranked(&self.probabilities)
             .into_iter()
             .take(k)
             .map(|class| Ranked {
@@ -60,6 +57,13 @@ impl Prediction {
             })
             .collect()
     }
+}
+
+/// Class indices from the largest value to the smallest; equal values keep class order.
+pub fn ranked(values: &[f32; NUM_CLASSES]) -> [usize; NUM_CLASSES] {
+    let mut order: [usize; NUM_CLASSES] = std::array::from_fn(|i| i);
+    order.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
+    order
 }
 
 /// Index of the largest value; the first one on ties.

@@ -7,9 +7,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use infer::ndarray_engine::{NdarrayEngine, Workspace};
+use infer::cpu::{CpuEngine, Workspace};
 use infer::{random_weights, Engine};
 use model_format::arch::{Layer, INPUT_LEN, LAYERS, NUM_CLASSES};
+use ndarray::{Array2, ArrayView4};
 
 struct Counting;
 
@@ -63,25 +64,29 @@ fn count<R>(f: impl FnOnce() -> R) -> (usize, usize, R) {
     (allocations, bytes, result)
 }
 
-/// `(allocations, bytes)` of one warm call through an explicit workspace and one through
-/// the shared engine's workspace pool, each after a warm-up call of the same batch size.
-fn steady_state(engine: &NdarrayEngine, batch: usize) -> [(usize, usize); 2] {
+/// `(allocations, bytes)` of one warm call through an explicit workspace with ndarray views
+/// and one through the shared engine's workspace pool, each after a warm-up call of the same
+/// batch size.
+fn steady_state(engine: &CpuEngine, batch: usize) -> [(usize, usize); 2] {
     let input: Vec<f32> = (0..batch * INPUT_LEN).map(|i| (i % 17) as f32 / 8.0 - 1.0).collect();
     let mut logits = vec![0f32; batch * NUM_CLASSES];
+    let view = ArrayView4::from_shape((batch, 3, 24, 24), &input).unwrap();
+    let mut out = Array2::<f32>::zeros((batch, NUM_CLASSES));
     let mut workspace = Workspace::new();
-    engine.logits_with(&mut workspace, &input, batch, &mut logits).unwrap();
-    let (explicit, explicit_bytes, result) = count(|| engine.logits_with(&mut workspace, &input, batch, &mut logits));
+    engine.logits_with(&mut workspace, view, out.view_mut()).unwrap();
+    let (explicit, explicit_bytes, result) = count(|| engine.logits_with(&mut workspace, view, out.view_mut()));
     result.unwrap();
-    engine.logits(&input, batch, &mut logits).unwrap();
-    let (pooled, pooled_bytes, result) = count(|| engine.logits(&input, batch, &mut logits));
+    engine.logits_flat(&input, batch, &mut logits).unwrap();
+    let (pooled, pooled_bytes, result) = count(|| engine.logits_flat(&input, batch, &mut logits));
     result.unwrap();
     assert!(logits.iter().all(|v| v.is_finite()));
+    assert_eq!(out.as_slice().unwrap(), &logits[..], "the ndarray and slice forms agree");
     [(explicit, explicit_bytes), (pooled, pooled_bytes)]
 }
 
 #[test]
 fn one_thread_allocates_nothing_once_warm() {
-    let engine = NdarrayEngine::new(&random_weights(1), 1).unwrap();
+    let engine = CpuEngine::new(&random_weights(1), 1).unwrap();
     for batch in [1, 3, 128] {
         let [explicit, pooled] = steady_state(&engine, batch);
         assert_eq!(explicit, (0, 0), "batch {batch}: (allocations, bytes) of a call with a warm workspace");
@@ -98,16 +103,23 @@ fn more_threads_allocate_only_to_start_them() {
     assert!(per_spawn > 0, "a thread start allocates (else this test would prove nothing)");
 
     let convolutions = LAYERS.iter().filter(|(_, l)| matches!(l, Layer::Conv(_))).count();
-    let engine = NdarrayEngine::new(&random_weights(2), 2).unwrap();
+    let engine = CpuEngine::new(&random_weights(2), 2).unwrap();
     // One image: each convolution shares its output channels with one helper thread.
     // A batch: the second half runs on one helper thread for the whole call.
     for (batch, spawns) in [(1, convolutions), (4, 1), (128, 1)] {
         for (allocations, bytes) in steady_state(&engine, batch) {
-            assert_eq!(allocations, spawns * per_spawn, "batch {batch}: allocations beyond starting {spawns} thread(s)");
+            assert_eq!(
+                allocations,
+                spawns * per_spawn,
+                "batch {batch}: allocations beyond starting {spawns} thread(s)"
+            );
             // A spawn also boxes its closure, whose captures (a few references and
             // lengths) the empty closure above lacks: a buffer would be far larger.
             let most = spawns * (per_spawn_bytes + CAPTURES);
-            assert!((spawns * per_spawn_bytes..=most).contains(&bytes), "batch {batch}: {bytes} bytes, more than starting {spawns} thread(s)");
+            assert!(
+                (spawns * per_spawn_bytes..=most).contains(&bytes),
+                "batch {batch}: {bytes} bytes, more than starting {spawns} thread(s)"
+            );
         }
     }
 }

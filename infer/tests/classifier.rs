@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use infer::ndarray_engine::NdarrayEngine;
+use infer::cpu::CpuEngine;
 use infer::{random_weights, Classifier, Engine, InferError};
 use model_format::arch::{IMAGE_LEN, IMAGE_SIZE, INPUT_LEN, NUM_CLASSES};
 use model_format::cifar::{Records, RECORD_LEN};
@@ -62,10 +62,10 @@ fn predictions_are_consistent() {
 fn a_classifier_wraps_any_engine_and_is_shareable() {
     fn shareable<T: Send + Sync>(_: &T) {}
     let weights = random_weights(21);
-    let boxed: Box<dyn Engine> = Box::new(NdarrayEngine::new(&weights, 2).unwrap());
+    let boxed: Box<dyn Engine> = Box::new(CpuEngine::new(&weights, 2).unwrap());
     let names: Vec<String> = CLASS_NAMES.iter().map(|s| s.to_string()).collect();
     let from_box = Classifier::new(boxed, names.clone()).unwrap();
-    let shared: Arc<dyn Engine> = Arc::new(NdarrayEngine::new(&weights, 1).unwrap());
+    let shared: Arc<dyn Engine> = Arc::new(CpuEngine::new(&weights, 1).unwrap());
     let from_arc = Arc::new(Classifier::new(shared, names).unwrap());
     shareable(&from_arc);
     let image = sample().image(0).to_vec();
@@ -75,7 +75,7 @@ fn a_classifier_wraps_any_engine_and_is_shareable() {
             s.spawn(|| assert_eq!(from_arc.classify_planar(&image).unwrap(), want));
         }
     });
-    let err = Classifier::new(Box::new(NdarrayEngine::new(&weights, 1).unwrap()) as Box<dyn Engine>, vec!["cat".into()]);
+    let err = Classifier::new(Box::new(CpuEngine::new(&weights, 1).unwrap()) as Box<dyn Engine>, vec!["cat".into()]);
     assert!(matches!(err, Err(InferError::Length { what: "class names", .. })));
 }
 

@@ -24,18 +24,8 @@ pub const IMAGE_LEN: usize = INPUT_CHANNELS * IMAGE_SIZE * IMAGE_SIZE;
 /// Number of classes.
 pub const NUM_CLASSES: usize = 10;
 /// CIFAR-10's class names in label order (also in `batches.meta.txt`).
-pub const CLASS_NAMES: [&str; NUM_CLASSES] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
+pub const CLASS_NAMES: [&str; NUM_CLASSES] =
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 /// How a tensor is initialised by the trainer (the tutorial's choices).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -129,12 +119,7 @@ pub const TENSORS: [TensorSpec; 10] = [
         init: Init::TruncatedNormal { std: 1.0 / LOCAL4 as f32 },
         weight_decay: 0.0,
     },
-    TensorSpec {
-        name: "softmax_linear.bias",
-        shape: &[NUM_CLASSES],
-        init: Init::Constant(0.0),
-        weight_decay: 0.0,
-    },
+    TensorSpec { name: "softmax_linear.bias", shape: &[NUM_CLASSES], init: Init::Constant(0.0), weight_decay: 0.0 },
 ];
 
 /// Total number of parameters: 1,068,298.
@@ -259,8 +244,9 @@ pub const LRN: Lrn = Lrn { depth_radius: 4, bias: 1.0, alpha: 0.001 / 9.0, beta:
 pub const FLATTEN_ORDER: &str = "CHW";
 
 /// The forward pass, in order, each step with the tutorial's name. The output of the last
-/// layer is the logits; probabilities are their softmax.
-pub const LAYERS: [(&str, Layer); 13] = [
+/// layer (`softmax_linear`, linear: no ReLU after it) is the logits; probabilities are their
+/// softmax.
+pub const LAYERS: [(&str, Layer); 14] = [
     ("conv1", Layer::Conv(Conv { weight: CONV1_WEIGHT, bias: CONV1_BIAS, pad: 2 })),
     ("conv1_relu", Layer::Relu),
     ("pool1", Layer::MaxPool(POOL)),
@@ -274,10 +260,8 @@ pub const LAYERS: [(&str, Layer); 13] = [
     ("local3_relu", Layer::Relu),
     ("local4", Layer::Dense(Dense { weight: LOCAL4_WEIGHT, bias: LOCAL4_BIAS })),
     ("local4_relu", Layer::Relu),
+    ("softmax_linear", Layer::Dense(Dense { weight: SOFTMAX_WEIGHT, bias: SOFTMAX_BIAS })),
 ];
-
-/// The final, linear layer producing the logits (no ReLU after it).
-pub const SOFTMAX_LINEAR: Dense = Dense { weight: SOFTMAX_WEIGHT, bias: SOFTMAX_BIAS };
 
 /// Shape of one example's activation (without the batch dimension) between layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,7 +302,25 @@ pub fn output_shape(layer: &Layer, input: ActShape) -> ActShape {
     }
 }
 
-/// Every layer's output shape, in [`LAYERS`] order (the last is local4's `[192]`).
+/// Multiply-adds × 2 of one image's forward pass (36.9 MFLOP): convolutions and dense layers.
+pub fn flops_per_image() -> usize {
+    let mut shape = INPUT_SHAPE;
+    let mut flops = 0;
+    for (_, layer) in LAYERS.iter() {
+        let out = output_shape(layer, shape);
+        flops += match (layer, out) {
+            (Layer::Conv(c), ActShape::Map { h, w, .. }) => {
+                2 * c.out_channels() * c.in_channels() * c.kernel().pow(2) * h * w
+            }
+            (Layer::Dense(d), _) => 2 * d.in_features() * d.out_features(),
+            _ => 0,
+        };
+        shape = out;
+    }
+    flops
+}
+
+/// Every layer's output shape, in [`LAYERS`] order (the last is the logits' `[10]`).
 pub fn activation_shapes() -> Vec<ActShape> {
     let mut shape = INPUT_SHAPE;
     LAYERS
@@ -345,8 +347,17 @@ mod tests {
         assert_eq!(shapes[2], ActShape::Map { c: 64, h: 12, w: 12 }); // pool1
         assert_eq!(shapes[7], ActShape::Map { c: 64, h: 6, w: 6 }); // pool2
         assert_eq!(shapes[8], ActShape::Flat(FLAT_FEATURES));
-        assert_eq!(*shapes.last().unwrap(), ActShape::Flat(SOFTMAX_LINEAR.in_features()));
-        assert_eq!(SOFTMAX_LINEAR.out_features(), NUM_CLASSES);
+        assert_eq!(shapes[12], ActShape::Flat(192)); // local4_relu
+        assert_eq!(*shapes.last().unwrap(), ActShape::Flat(NUM_CLASSES));
+        assert_eq!(LAYERS.last().unwrap().0, "softmax_linear");
+    }
+
+    #[test]
+    fn flops_are_the_sum_of_convolutions_and_dense_layers() {
+        let conv1 = 2 * 64 * 3 * 25 * 24 * 24;
+        let conv2 = 2 * 64 * 64 * 25 * 12 * 12;
+        let dense = 2 * (2304 * 384 + 384 * 192 + 192 * 10);
+        assert_eq!(flops_per_image(), conv1 + conv2 + dense);
     }
 
     #[test]

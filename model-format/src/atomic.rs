@@ -19,10 +19,7 @@ pub fn temp_path_for(dest: &Path) -> PathBuf {
 
 /// Runs `write` on a temporary path beside `dest`, then renames the result over `dest`.
 /// On any error the temporary file is removed and `dest` is left untouched.
-pub fn replace_with<E: From<io::Error>>(
-    dest: &Path,
-    write: impl FnOnce(&Path) -> Result<(), E>,
-) -> Result<(), E> {
+pub fn replace_with<E: From<io::Error>>(dest: &Path, write: impl FnOnce(&Path) -> Result<(), E>) -> Result<(), E> {
     let tmp = temp_path_for(dest);
     let result = write(&tmp).and_then(|()| {
         File::open(&tmp)?.sync_all()?;

@@ -38,15 +38,30 @@ pub const DEFAULT_DATA_DIR: &str = "../shared/cifar10/cifar-10-batches-bin";
 /// A problem with the data, naming the file and, for content errors, the byte offset.
 #[derive(Debug)]
 pub enum DataError {
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The folder holds no file of that name.
-    MissingFile { path: PathBuf },
+    MissingFile {
+        path: PathBuf,
+    },
     /// The file size is not a positive whole number of records.
-    Size { path: PathBuf, len: u64 },
+    Size {
+        path: PathBuf,
+        len: u64,
+    },
     /// A label byte outside 0–9.
-    Label { path: PathBuf, offset: u64, label: u8 },
+    Label {
+        path: PathBuf,
+        offset: u64,
+        label: u8,
+    },
     /// `batches.meta.txt` does not list ten class names.
-    Meta { path: PathBuf, problem: String },
+    Meta {
+        path: PathBuf,
+        problem: String,
+    },
     /// No data folder was given and none was found at the default places.
     NoDataDir,
 }
@@ -216,11 +231,8 @@ impl Dataset {
             return Err(DataError::MissingFile { path: dir });
         }
         let meta = dir.join(META_FILE);
-        let class_names = if meta.exists() {
-            read_class_names(&meta)?
-        } else {
-            CLASS_NAMES.iter().map(|s| s.to_string()).collect()
-        };
+        let class_names =
+            if meta.exists() { read_class_names(&meta)? } else { CLASS_NAMES.iter().map(|s| s.to_string()).collect() };
         Ok(Dataset { dir, class_names })
     }
 

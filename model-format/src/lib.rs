@@ -4,6 +4,7 @@
 //! - [`preprocess`]: the evaluation input (central crop, per-image standardisation);
 //! - [`weights`]: the safetensors weights file, validated, with metadata;
 //! - [`cifar`]: the CIFAR-10 binary record reader;
+//! - `reference` (feature `reference`): the naive f64 forward pass every backend is tested against;
 //! - [`atomic`]: crash-safe file replacement;
 //! - [`digest`]: the hash behind the weights digest and the dataset fingerprint.
 //!
@@ -18,6 +19,8 @@ pub mod digest;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 pub mod preprocess;
+#[cfg(feature = "reference")]
+pub mod reference;
 pub mod weights;
 
 pub use arch::{CLASS_NAMES, LAYERS, NUM_CLASSES, PARAM_COUNT, TENSORS};

@@ -67,6 +67,14 @@ pub fn hwc_to_planar(hwc: &[u8], planar: &mut [u8]) {
     }
 }
 
+/// The full evaluation preprocessing of one interleaved HWC 32×32 RGB image (as decoders,
+/// the HTTP API and the C and Python interfaces give it), into `out` (`INPUT_LEN` values, CHW).
+pub fn preprocess_hwc(hwc: &[u8], out: &mut [f32]) {
+    let mut planar = [0u8; IMAGE_LEN];
+    hwc_to_planar(hwc, &mut planar);
+    preprocess(&planar, out);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,24 +64,49 @@ impl Default for Metadata {
 #[derive(Debug)]
 pub enum WeightsError {
     /// The file could not be read or written.
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// An error inside the named file.
-    InFile { path: PathBuf, source: Box<WeightsError> },
+    InFile {
+        path: PathBuf,
+        source: Box<WeightsError>,
+    },
     /// The bytes end before the header or the data they announce.
     Truncated(String),
     /// The header length field exceeds [`MAX_HEADER_BYTES`].
-    HeaderTooLarge { length: u64 },
+    HeaderTooLarge {
+        length: u64,
+    },
     /// The header is not valid safetensors JSON.
     MalformedHeader(String),
     MissingTensor(&'static str),
     UnexpectedTensor(String),
-    WrongShape { tensor: &'static str, expected: Vec<usize>, found: Vec<usize> },
-    WrongDtype { tensor: &'static str, found: String },
-    NonFinite { tensor: &'static str, index: usize, value: f32 },
+    WrongShape {
+        tensor: &'static str,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    WrongDtype {
+        tensor: &'static str,
+        found: String,
+    },
+    NonFinite {
+        tensor: &'static str,
+        index: usize,
+        value: f32,
+    },
     /// A metadata field is missing or holds a bad value.
-    Metadata { field: &'static str, problem: String },
+    Metadata {
+        field: &'static str,
+        problem: String,
+    },
     /// The stored digest does not match the tensors: metadata and weights do not belong together.
-    DigestMismatch { stored: String, computed: String },
+    DigestMismatch {
+        stored: String,
+        computed: String,
+    },
 }
 
 impl fmt::Display for WeightsError {
@@ -205,8 +230,7 @@ impl Weights {
 
     /// Serialises to safetensors bytes with the metadata.
     pub fn to_bytes(&self) -> Result<Vec<u8>, WeightsError> {
-        let raw: Vec<Vec<u8>> =
-            self.tensors.iter().map(|t| t.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
+        let raw: Vec<Vec<u8>> = self.tensors.iter().map(|t| t.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
         let views = TENSORS
             .iter()
             .zip(&raw)
@@ -318,7 +342,10 @@ const KNOWN_KEYS: [&str; 10] = [
 fn parse_metadata(fields: &HashMap<String, String>) -> Result<Metadata, WeightsError> {
     let version = required(fields, "format_version")?;
     if version.parse::<u32>().ok() != Some(FORMAT_VERSION) {
-        return Err(bad_field("format_version", format!("`{version}` is not supported (this reader knows {FORMAT_VERSION})")));
+        return Err(bad_field(
+            "format_version",
+            format!("`{version}` is not supported (this reader knows {FORMAT_VERSION})"),
+        ));
     }
     let arch = required(fields, "architecture")?;
     if arch != ARCHITECTURE {

@@ -25,10 +25,8 @@ impl Rng {
 
 fn valid_weights() -> Vec<u8> {
     let mut rng = Rng(42);
-    let tensors = TENSORS
-        .iter()
-        .map(|t| (0..t.len()).map(|_| (rng.below(2001) as f32 - 1000.0) / 10_000.0).collect())
-        .collect();
+    let tensors =
+        TENSORS.iter().map(|t| (0..t.len()).map(|_| (rng.below(2001) as f32 - 1000.0) / 10_000.0).collect()).collect();
     let metadata = Metadata { step: Some(100), ..Metadata::default() };
     Weights::new(tensors, metadata).unwrap().to_bytes().unwrap()
 }
@@ -107,9 +105,14 @@ fn bad_headers_each_give_their_own_error() {
         out
     };
     let f32_to_f16 = with("\"F32\"", "\"F16\"");
-    assert!(matches!(parse(&f32_to_f16, "dtype F16"), Err(WeightsError::WrongDtype { .. }) | Err(WeightsError::MalformedHeader(_))));
+    assert!(matches!(
+        parse(&f32_to_f16, "dtype F16"),
+        Err(WeightsError::WrongDtype { .. }) | Err(WeightsError::MalformedHeader(_))
+    ));
     let renamed = with("conv2.weight", "conv9.weight");
-    assert!(matches!(parse(&renamed, "a renamed tensor"), Err(WeightsError::UnexpectedTensor(name)) if name == "conv9.weight"));
+    assert!(
+        matches!(parse(&renamed, "a renamed tensor"), Err(WeightsError::UnexpectedTensor(name)) if name == "conv9.weight")
+    );
     let arch = with("cifar10-tutorial-cnn/v1", "cifar10-tutorial-cnn/v9");
     assert!(matches!(parse(&arch, "another architecture"), Err(WeightsError::Metadata { field: "architecture", .. })));
     let version = with("\"format_version\":\"1\"", "\"format_version\":\"7\"");

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use infer::ndarray_engine::NdarrayEngine;
+use infer::cpu::CpuEngine;
 use infer::onnx::OnnxEngine;
 use infer::prediction::argmax;
 use infer::Engine;
@@ -17,7 +17,7 @@ use tch::{Device, Kind, Tensor};
 use train::model::Net;
 
 /// Backends whose counts the manifest records, in manifest order.
-pub const BACKENDS: [&str; 3] = ["ndarray", "onnx", "tch"];
+pub const BACKENDS: [&str; 3] = ["cpu", "onnx", "tch"];
 /// Images per engine call.
 const BATCH: usize = 500;
 
@@ -45,14 +45,19 @@ pub fn logits(backend: &str, weights: &Weights, inputs: &[f32]) -> Vec<f32> {
     let n = inputs.len() / INPUT_LEN;
     let mut out = vec![0f32; n * NUM_CLASSES];
     match backend {
-        "ndarray" => run_engine(&NdarrayEngine::new(weights, 2).expect("ndarray engine"), inputs, &mut out),
+        "cpu" => run_engine(&CpuEngine::new(weights, 2).expect("cpu engine"), inputs, &mut out),
         "onnx" => run_engine(&OnnxEngine::from_weights(weights, 2).expect("ONNX Runtime engine"), inputs, &mut out),
         "tch" => {
             tch::set_num_threads(2);
             let net = Net::from_weights(weights, Device::Cpu).expect("tch net");
             for (input, logits) in inputs.chunks(BATCH * INPUT_LEN).zip(out.chunks_mut(BATCH * NUM_CLASSES)) {
                 let batch = (input.len() / INPUT_LEN) as i64;
-                let xs = Tensor::from_slice(input).view([batch, INPUT_CHANNELS as i64, INPUT_SIZE as i64, INPUT_SIZE as i64]);
+                let xs = Tensor::from_slice(input).view([
+                    batch,
+                    INPUT_CHANNELS as i64,
+                    INPUT_SIZE as i64,
+                    INPUT_SIZE as i64,
+                ]);
                 let ys = tch::no_grad(|| net.forward(&xs)).to_kind(Kind::Float).contiguous().view([-1]);
                 logits.copy_from_slice(&Vec::<f32>::try_from(ys).expect("f32 logits"));
             }
@@ -64,7 +69,7 @@ pub fn logits(backend: &str, weights: &Weights, inputs: &[f32]) -> Vec<f32> {
 
 fn run_engine(engine: &dyn Engine, inputs: &[f32], out: &mut [f32]) {
     for (input, logits) in inputs.chunks(BATCH * INPUT_LEN).zip(out.chunks_mut(BATCH * NUM_CLASSES)) {
-        engine.logits(input, input.len() / INPUT_LEN, logits).expect("engine runs");
+        engine.logits_flat(input, input.len() / INPUT_LEN, logits).expect("engine runs");
     }
 }
 

@@ -50,13 +50,17 @@ impl Checkpoint {
     }
 
     fn to_bytes(&self) -> Result<Vec<u8>, TrainError> {
-        let raw_bytes: Vec<Vec<u8>> = self.raw.iter().chain(&self.ema).map(|t| t.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
-        let names = TENSORS.iter().map(|t| format!("raw/{}", t.name)).chain(TENSORS.iter().map(|t| format!("ema/{}", t.name)));
+        let raw_bytes: Vec<Vec<u8>> =
+            self.raw.iter().chain(&self.ema).map(|t| t.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
+        let names =
+            TENSORS.iter().map(|t| format!("raw/{}", t.name)).chain(TENSORS.iter().map(|t| format!("ema/{}", t.name)));
         let shapes = TENSORS.iter().chain(TENSORS.iter()).map(|t| t.shape.to_vec());
         let views = names
             .zip(shapes)
             .zip(&raw_bytes)
-            .map(|((name, shape), bytes)| Ok((name, TensorView::new(Dtype::F32, shape, bytes).map_err(|e| TrainError::Config(e.to_string()))?)))
+            .map(|((name, shape), bytes)| {
+                Ok((name, TensorView::new(Dtype::F32, shape, bytes).map_err(|e| TrainError::Config(e.to_string()))?))
+            })
             .collect::<Result<Vec<_>, TrainError>>()?;
         let metadata: HashMap<String, String> = [
             ("format", CHECKPOINT_FORMAT.to_string()),
@@ -85,14 +89,18 @@ impl Checkpoint {
         let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
         let empty = HashMap::new();
         let meta = header.metadata().as_ref().unwrap_or(&empty);
-        let field = |key: &str| meta.get(key).ok_or_else(|| format!("metadata field `{key}` is missing (not a cifar10-train checkpoint?)"));
+        let field = |key: &str| {
+            meta.get(key).ok_or_else(|| format!("metadata field `{key}` is missing (not a cifar10-train checkpoint?)"))
+        };
         let format = field("format")?;
         if format != CHECKPOINT_FORMAT {
             return Err(format!("format `{format}` is not {CHECKPOINT_FORMAT}"));
         }
         let architecture = field("architecture")?;
         if architecture != ARCHITECTURE {
-            return Err(format!("architecture `{architecture}` is not {ARCHITECTURE}: this checkpoint belongs to another model"));
+            return Err(format!(
+                "architecture `{architecture}` is not {ARCHITECTURE}: this checkpoint belongs to another model"
+            ));
         }
         let number = |key: &str| -> Result<f64, String> {
             let text = field(key)?;
@@ -103,7 +111,9 @@ impl Checkpoint {
             text.parse::<u64>().map_err(|_| format!("metadata field `{key}`: `{text}` is not a whole number"))
         };
         for name in file.names() {
-            let known = name.split_once('/').is_some_and(|(kind, t)| (kind == "raw" || kind == "ema") && model_format::arch::tensor_id(t).is_some());
+            let known = name.split_once('/').is_some_and(|(kind, t)| {
+                (kind == "raw" || kind == "ema") && model_format::arch::tensor_id(t).is_some()
+            });
             if !known {
                 return Err(format!("unexpected tensor `{name}` (not part of {ARCHITECTURE})"));
             }

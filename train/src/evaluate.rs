@@ -28,7 +28,12 @@ impl EvalSet {
         }
         let labels: Vec<i64> = (0..n).map(|i| i64::from(records.label(i))).collect();
         EvalSet {
-            inputs: Tensor::from_slice(&values).view([n as i64, INPUT_CHANNELS as i64, INPUT_SIZE as i64, INPUT_SIZE as i64]),
+            inputs: Tensor::from_slice(&values).view([
+                n as i64,
+                INPUT_CHANNELS as i64,
+                INPUT_SIZE as i64,
+                INPUT_SIZE as i64,
+            ]),
             labels: Tensor::from_slice(&labels),
         }
     }
@@ -78,7 +83,8 @@ mod tests {
         // Zero softmax weights and a bias favouring class 3: every prediction is 3, so
         // precision is the fraction of records labelled 3.
         let labels = [3u8, 1, 3, 3, 0];
-        let bytes: Vec<u8> = labels.iter().flat_map(|&l| std::iter::once(l).chain((0..IMAGE_LEN).map(|i| (i % 200) as u8))).collect();
+        let bytes: Vec<u8> =
+            labels.iter().flat_map(|&l| std::iter::once(l).chain((0..IMAGE_LEN).map(|i| (i % 200) as u8))).collect();
         let set = EvalSet::new(&Records::from_bytes(bytes, "mem").unwrap());
         let mut values = crate::model::initial_values(0);
         values[SOFTMAX_WEIGHT].iter_mut().for_each(|v| *v = 0.0);

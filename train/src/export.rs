@@ -68,8 +68,18 @@ mod tests {
     fn exported_files_carry_the_metadata_and_load_back() {
         let raw = crate::model::initial_values(1);
         let ema = crate::model::initial_values(2);
-        let ckpt = Checkpoint { step: 42, seed: 1, batch_size: 8, train_examples: 10, ema_decay: 0.9999, raw: raw.clone(), ema: ema.clone() };
-        let bytes: Vec<u8> = (0..20u8).flat_map(|l| std::iter::once(l % 10).chain((0..IMAGE_LEN).map(move |i| (i as u8).wrapping_mul(l)))).collect();
+        let ckpt = Checkpoint {
+            step: 42,
+            seed: 1,
+            batch_size: 8,
+            train_examples: 10,
+            ema_decay: 0.9999,
+            raw: raw.clone(),
+            ema: ema.clone(),
+        };
+        let bytes: Vec<u8> = (0..20u8)
+            .flat_map(|l| std::iter::once(l % 10).chain((0..IMAGE_LEN).map(move |i| (i as u8).wrapping_mul(l))))
+            .collect();
         let test = EvalSet::new(&Records::from_bytes(bytes, "mem").unwrap());
         let dir = std::env::temp_dir().join(format!("export-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -79,7 +89,10 @@ mod tests {
             weights.save(&path).unwrap();
             let back = Weights::load(&path).unwrap();
             let m = &back.metadata;
-            assert_eq!((m.step, m.weights_kind.as_deref(), m.dataset_fingerprint.as_deref()), (Some(42), Some(kind.as_str()), Some("fnv1a64:0123")));
+            assert_eq!(
+                (m.step, m.weights_kind.as_deref(), m.dataset_fingerprint.as_deref()),
+                (Some(42), Some(kind.as_str()), Some("fnv1a64:0123"))
+            );
             assert_eq!(m.ema_decay, (kind == WeightsKind::Ema).then_some(0.9999));
             let p = m.precision_at_1.unwrap();
             assert!((0.0..=1.0).contains(&p) && (p * 20.0).fract() == 0.0, "{p} is a count over 20 images");

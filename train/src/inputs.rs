@@ -88,7 +88,14 @@ pub struct InputQueue {
 
 impl InputQueue {
     /// Starts `workers` threads (at least one), each keeping up to `depth` batches ready.
-    pub fn start(records: Arc<Records>, seed: u64, batch_size: usize, first_step: u64, workers: usize, depth: usize) -> InputQueue {
+    pub fn start(
+        records: Arc<Records>,
+        seed: u64,
+        batch_size: usize,
+        first_step: u64,
+        workers: usize,
+        depth: usize,
+    ) -> InputQueue {
         let workers = workers.max(1);
         let stop = Arc::new(AtomicBool::new(false));
         let mut queues = Vec::with_capacity(workers);
@@ -143,7 +150,9 @@ mod tests {
 
     fn records(n: usize) -> Arc<Records> {
         let bytes: Vec<u8> = (0..n)
-            .flat_map(|r| std::iter::once((r % 10) as u8).chain((0..IMAGE_LEN).map(move |i| ((i * 7 + r * 31) % 256) as u8)))
+            .flat_map(|r| {
+                std::iter::once((r % 10) as u8).chain((0..IMAGE_LEN).map(move |i| ((i * 7 + r * 31) % 256) as u8))
+            })
             .collect();
         Arc::new(Records::from_bytes(bytes, "synthetic").unwrap())
     }

@@ -151,8 +151,7 @@ mod tests {
         let input: Vec<f32> = (1..=9).map(|v| v as f32).collect();
         let mut kernel = vec![0f32; 25];
         kernel[2 * 5 + 3] = 1.0;
-        let params =
-            vec![Tensor::from_slice(&kernel).view([1, 1, 5, 5]), Tensor::from_slice(&[0.5f32])];
+        let params = vec![Tensor::from_slice(&kernel).view([1, 1, 5, 5]), Tensor::from_slice(&[0.5f32])];
         let conv = Conv { weight: 0, bias: 1, pad: 2 };
         let out = conv_same(&Tensor::from_slice(&input).view([1, 1, 3, 3]), &conv, &params);
         assert_eq!(values(&out), [2.5, 3.5, 0.5, 5.5, 6.5, 0.5, 8.5, 9.5, 0.5]);
@@ -162,7 +161,11 @@ mod tests {
     fn dense_is_w_times_x_plus_b_with_w_stored_out_by_in() {
         let w = Tensor::from_slice(&[1f32, 2.0, 3.0, 4.0, 5.0, 6.0]).view([2, 3]);
         let b = Tensor::from_slice(&[0.5f32, -0.5]);
-        let out = fully_connected(&Tensor::from_slice(&[1f32, 0.0, -1.0]).view([1, 3]), &Dense { weight: 0, bias: 1 }, &[w, b]);
+        let out = fully_connected(
+            &Tensor::from_slice(&[1f32, 0.0, -1.0]).view([1, 3]),
+            &Dense { weight: 0, bias: 1 },
+            &[w, b],
+        );
         assert_eq!(values(&out), [1.0 - 3.0 + 0.5, 4.0 - 6.0 - 0.5]);
     }
 

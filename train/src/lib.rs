@@ -14,10 +14,10 @@
 
 pub mod checkpoint;
 pub mod distort;
-pub mod evaluate;
-pub mod export;
 pub mod ema;
 pub mod error;
+pub mod evaluate;
+pub mod export;
 pub mod inputs;
 pub mod layers;
 pub mod model;

@@ -2,7 +2,7 @@
 //! weights file's tensors (`"conv1.weight"`, …), the tutorial's seeded initialisation, and
 //! the forward pass of [`model_format::arch::LAYERS`].
 
-use model_format::arch::{self, Init, LAYERS, SOFTMAX_LINEAR, TENSORS};
+use model_format::arch::{self, Init, LAYERS, TENSORS};
 use model_format::{Metadata, Weights};
 use rand::Rng;
 use tch::nn::VarStore;
@@ -84,8 +84,7 @@ impl Net {
 
     /// Logits `[N, 10]` for a batch of preprocessed inputs `[N, 3, 24, 24]`.
     pub fn forward(&self, xs: &Tensor) -> Tensor {
-        let hidden = LAYERS.iter().fold(xs.shallow_clone(), |x, (_, layer)| layers::apply(layer, &x, &self.params));
-        layers::fully_connected(&hidden, &SOFTMAX_LINEAR, &self.params)
+        LAYERS.iter().fold(xs.shallow_clone(), |x, (_, layer)| layers::apply(layer, &x, &self.params))
     }
 
     /// Like [`Net::forward`], also returning every layer's output by its tutorial name
@@ -97,7 +96,7 @@ impl Net {
             x = layers::apply(layer, &x, &self.params);
             activations.push((*name, x.shallow_clone()));
         }
-        (layers::fully_connected(&x, &SOFTMAX_LINEAR, &self.params), activations)
+        (x, activations)
     }
 
     /// `½‖W‖²` of every tensor with a weight decay, times its factor (the tutorial's
@@ -134,10 +133,7 @@ impl Net {
 
 /// Copies tensors to flat CPU vectors.
 pub fn tensors_to_values(tensors: &[Tensor]) -> Result<Vec<Vec<f32>>, TrainError> {
-    tensors
-        .iter()
-        .map(|t| Ok(Vec::<f32>::try_from(&t.f_to_device(Device::Cpu)?.detach().flatten(0, -1))?))
-        .collect()
+    tensors.iter().map(|t| Ok(Vec::<f32>::try_from(&t.f_to_device(Device::Cpu)?.detach().flatten(0, -1))?)).collect()
 }
 
 /// The tutorial's initial values for `seed`, [`TENSORS`] order.
@@ -224,7 +220,10 @@ mod tests {
         let logits = net.forward(&xs);
         assert_eq!(logits.size(), [3, 10]);
         let (again, activations) = net.forward_with_activations(&xs);
-        assert_eq!(Vec::<f32>::try_from(&again.flatten(0, -1)).unwrap(), Vec::<f32>::try_from(&logits.flatten(0, -1)).unwrap());
+        assert_eq!(
+            Vec::<f32>::try_from(&again.flatten(0, -1)).unwrap(),
+            Vec::<f32>::try_from(&logits.flatten(0, -1)).unwrap()
+        );
         let names: Vec<&str> = activations.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, LAYERS.iter().map(|(n, _)| *n).collect::<Vec<_>>());
         assert_eq!(activations[7].1.size(), [3, 64, 6, 6]);
@@ -234,13 +233,14 @@ mod tests {
     fn forward_matches_a_naive_reference() {
         // A direct loop implementation of the whole network on one image, against tch.
         let net = Net::new(Device::Cpu, 9);
-        let values = net.values().unwrap();
-        let image: Vec<f32> = (0..model_format::arch::INPUT_LEN).map(|i| ((i * 37 % 101) as f32 - 50.0) / 30.0).collect();
+        let weights = net.to_weights(Metadata::default()).unwrap();
+        let image: Vec<f32> =
+            (0..model_format::arch::INPUT_LEN).map(|i| ((i * 37 % 101) as f32 - 50.0) / 30.0).collect();
         let ours = net.forward(&Tensor::from_slice(&image).view([1, 3, 24, 24]));
         let ours = Vec::<f32>::try_from(&ours.flatten(0, -1)).unwrap();
-        let reference = naive::forward(&values, &image);
+        let reference = model_format::reference::logits(&weights, &image);
         for (a, b) in ours.iter().zip(&reference) {
-            assert!((a - b).abs() < 1e-4, "{ours:?} vs {reference:?}");
+            assert!((f64::from(*a) - b).abs() < 1e-4, "{ours:?} vs {reference:?}");
         }
     }
 
@@ -255,97 +255,5 @@ mod tests {
             .sum();
         let got = net.weight_decay_loss().unwrap().double_value(&[]);
         assert!((got - expected).abs() < 1e-5 * expected, "{got} vs {expected}");
-    }
-
-    /// Plain loops over `Vec<f32>`, written from the contract's words, no tch.
-    mod naive {
-        use model_format::arch::{Layer, LAYERS, SOFTMAX_LINEAR};
-
-        pub fn forward(params: &[Vec<f32>], image: &[f32]) -> Vec<f32> {
-            let (mut x, mut c, mut h, mut w) = (image.to_vec(), 3usize, 24usize, 24usize);
-            for (_, layer) in LAYERS.iter() {
-                match layer {
-                    Layer::Conv(conv) => {
-                        let (o, k, p) = (conv.out_channels(), conv.kernel(), conv.pad as isize);
-                        let (wt, b) = (&params[conv.weight], &params[conv.bias]);
-                        let mut y = vec![0f32; o * h * w];
-                        for oc in 0..o {
-                            for yy in 0..h {
-                                for xx in 0..w {
-                                    let mut s = f64::from(b[oc]);
-                                    for ic in 0..c {
-                                        for ky in 0..k {
-                                            for kx in 0..k {
-                                                let iy = yy as isize + ky as isize - p;
-                                                let ix = xx as isize + kx as isize - p;
-                                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                                                    s += f64::from(wt[((oc * c + ic) * k + ky) * k + kx])
-                                                        * f64::from(x[(ic * h + iy as usize) * w + ix as usize]);
-                                                }
-                                            }
-                                        }
-                                    }
-                                    y[(oc * h + yy) * w + xx] = s as f32;
-                                }
-                            }
-                        }
-                        x = y;
-                        c = o;
-                    }
-                    Layer::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
-                    Layer::MaxPool(pool) => {
-                        let (oh, ow) = (pool.out_size(h), pool.out_size(w));
-                        let (pt, pl) = (pool.padding(h).0, pool.padding(w).0);
-                        let mut y = vec![f32::NEG_INFINITY; c * oh * ow];
-                        for ch in 0..c {
-                            for oy in 0..oh {
-                                for ox in 0..ow {
-                                    for dy in 0..pool.size {
-                                        for dx in 0..pool.size {
-                                            let iy = (oy * pool.stride + dy) as isize - pt as isize;
-                                            let ix = (ox * pool.stride + dx) as isize - pl as isize;
-                                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                                                let v = x[(ch * h + iy as usize) * w + ix as usize];
-                                                let cell = &mut y[(ch * oh + oy) * ow + ox];
-                                                *cell = cell.max(v);
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                        x = y;
-                        h = oh;
-                        w = ow;
-                    }
-                    Layer::Lrn(lrn) => {
-                        let mut y = vec![0f32; x.len()];
-                        for ch in 0..c {
-                            let lo = ch.saturating_sub(lrn.depth_radius);
-                            let hi = (ch + lrn.depth_radius).min(c - 1);
-                            for i in 0..h * w {
-                                let sum: f64 = (lo..=hi).map(|k| f64::from(x[k * h * w + i]).powi(2)).sum();
-                                let d = (f64::from(lrn.bias) + f64::from(lrn.alpha) * sum).powf(f64::from(lrn.beta));
-                                y[ch * h * w + i] = (f64::from(x[ch * h * w + i]) / d) as f32;
-                            }
-                        }
-                        x = y;
-                    }
-                    Layer::Flatten => {}
-                    Layer::Dense(dense) => x = dense_layer(params, dense.weight, dense.bias, &x),
-                }
-            }
-            dense_layer(params, SOFTMAX_LINEAR.weight, SOFTMAX_LINEAR.bias, &x)
-        }
-
-        fn dense_layer(params: &[Vec<f32>], weight: usize, bias: usize, x: &[f32]) -> Vec<f32> {
-            let (wt, b) = (&params[weight], &params[bias]);
-            (0..b.len())
-                .map(|o| {
-                    let dot: f64 = x.iter().enumerate().map(|(i, &v)| f64::from(wt[o * x.len() + i]) * f64::from(v)).sum();
-                    (dot + f64::from(b[o])) as f32
-                })
-                .collect()
-        }
     }
 }

@@ -130,6 +130,9 @@ mod tests {
         let p = Progress::new(128, 1000);
         let rates = Rates { examples_per_sec: 256.0, sec_per_batch: 0.5, input_wait: 0.01 };
         let line = p.line(900, 2.345, &rates);
-        assert!(line.contains("step 900, loss = 2.35 (256.0 examples/sec; 0.500 sec/batch; input wait 1.0%; ETA 50s)"), "{line}");
+        assert!(
+            line.contains("step 900, loss = 2.35 (256.0 examples/sec; 0.500 sec/batch; input wait 1.0%; ETA 50s)"),
+            "{line}"
+        );
     }
 }

@@ -60,7 +60,12 @@ impl Board {
     }
 
     /// Histograms of every weight and its gradient.
-    pub fn weights_and_gradients(&mut self, step: u64, weights: &[Tensor], gradients: &[Tensor]) -> Result<(), TrainError> {
+    pub fn weights_and_gradients(
+        &mut self,
+        step: u64,
+        weights: &[Tensor],
+        gradients: &[Tensor],
+    ) -> Result<(), TrainError> {
         for ((spec, w), g) in TENSORS.iter().zip(weights).zip(gradients) {
             let io = self.io();
             self.writer.histogram(spec.name, step as i64, &values(w)?).map_err(io)?;

@@ -16,7 +16,8 @@ use crate::model::Net;
 /// assert!(train::towers::parse_devices("tpu").is_err());
 /// ```
 pub fn parse_devices(list: &str) -> Result<Vec<Device>, TrainError> {
-    let devices = list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse_device).collect::<Result<Vec<_>, _>>()?;
+    let devices =
+        list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse_device).collect::<Result<Vec<_>, _>>()?;
     if devices.is_empty() {
         return Err(TrainError::Config("--devices: the list is empty (use e.g. `cpu` or `cuda:0,cuda:1`)".into()));
     }
@@ -113,7 +114,12 @@ impl Towers {
 
     /// Forward and backward on every tower's slice of `images` `[B,3,24,24]` / `labels`
     /// `[B]`, concurrently; returns the averaged gradients.
-    pub fn compute(&mut self, images: &Tensor, labels: &Tensor, want_activations: bool) -> Result<StepOutput, TrainError> {
+    pub fn compute(
+        &mut self,
+        images: &Tensor,
+        labels: &Tensor,
+        want_activations: bool,
+    ) -> Result<StepOutput, TrainError> {
         let batch = images.size()[0] as usize;
         self.check_batch_size(batch)?;
         let per_tower = (batch / self.count()) as i64;
@@ -163,7 +169,13 @@ struct TowerOutput {
     activations: Option<Vec<(&'static str, Tensor)>>,
 }
 
-fn tower_step(net: &Net, images: &Tensor, labels: &Tensor, master: Device, want_activations: bool) -> Result<TowerOutput, TrainError> {
+fn tower_step(
+    net: &Net,
+    images: &Tensor,
+    labels: &Tensor,
+    master: Device,
+    want_activations: bool,
+) -> Result<TowerOutput, TrainError> {
     let xs = images.f_to_device(net.device())?;
     let ys = labels.f_to_device(net.device())?;
     let (logits, activations) = if want_activations {
@@ -172,7 +184,8 @@ fn tower_step(net: &Net, images: &Tensor, labels: &Tensor, master: Device, want_
     } else {
         (net.forward(&xs), None)
     };
-    let cross_entropy = logits.f_log_softmax(-1, tch::Kind::Float)?.f_nll_loss(&ys, None::<Tensor>, tch::Reduction::Mean, -100)?;
+    let cross_entropy =
+        logits.f_log_softmax(-1, tch::Kind::Float)?.f_nll_loss(&ys, None::<Tensor>, tch::Reduction::Mean, -100)?;
     let total_loss = match net.weight_decay_loss() {
         Some(decay) => &cross_entropy + decay,
         None => cross_entropy.shallow_clone(),

@@ -111,17 +111,34 @@ struct RunState {
 
 /// Trains on `train` (the training records), evaluating on `test` when
 /// `config.eval_every` asks; returns when `max_steps` are done or `stop` is set.
-pub fn train(config: &TrainConfig, train: Arc<Records>, test: Option<&Records>, stop: &AtomicBool) -> Result<TrainOutcome, TrainError> {
+pub fn train(
+    config: &TrainConfig,
+    train: Arc<Records>,
+    test: Option<&Records>,
+    stop: &AtomicBool,
+) -> Result<TrainOutcome, TrainError> {
     std::fs::create_dir_all(&config.train_dir).map_err(TrainError::io(&config.train_dir))?;
     let mut state = start_state(config, train.len())?;
     state.towers.check_batch_size(config.batch_size)?;
-    let schedule = LearningRate::new(config.learning_rate, config.learning_rate_decay_factor, config.epochs_per_decay, config.batch_size);
+    let schedule = LearningRate::new(
+        config.learning_rate,
+        config.learning_rate_decay_factor,
+        config.epochs_per_decay,
+        config.batch_size,
+    );
     let mut board = if config.summary_every > 0 { Some(Board::create(&config.train_dir)?) } else { None };
     let eval_set = match (config.eval_every, test) {
         (0, _) | (_, None) => None,
         (_, Some(records)) => Some(EvalSet::new(records)),
     };
-    let mut queue = InputQueue::start(Arc::clone(&train), state.seed, config.batch_size, state.step, config.input_workers, QUEUE_DEPTH);
+    let mut queue = InputQueue::start(
+        Arc::clone(&train),
+        state.seed,
+        config.batch_size,
+        state.step,
+        config.input_workers,
+        QUEUE_DEPTH,
+    );
     let mut progress = Progress::new(config.batch_size, config.max_steps);
     let (first_step, run_start) = (state.step, Instant::now());
     let (mut loss_average, mut ce_average): (Option<f64>, Option<f64>) = (None, None);
@@ -174,8 +191,14 @@ pub fn train(config: &TrainConfig, train: Arc<Records>, test: Option<&Records>, 
         }
         if let Some(eval_set) = &eval_set {
             if state.step % config.eval_every == 0 {
-                let precision = eval_set.precision_of(&tensors_to_values(state.ema.shadow())?, state.towers.master().device())?;
-                println!("{}: step {}, precision @ 1 = {precision:.4} ({} test images, averaged weights)", crate::progress::utc_now(), state.step, eval_set.len());
+                let precision =
+                    eval_set.precision_of(&tensors_to_values(state.ema.shadow())?, state.towers.master().device())?;
+                println!(
+                    "{}: step {}, precision @ 1 = {precision:.4} ({} test images, averaged weights)",
+                    crate::progress::utc_now(),
+                    state.step,
+                    eval_set.len()
+                );
                 if let Some(board) = board.as_mut() {
                     board.scalar("precision @ 1", state.step, precision)?;
                 }
@@ -243,7 +266,12 @@ fn start_state(config: &TrainConfig, train_examples: usize) -> Result<RunState, 
     Ok(RunState { step, seed, towers, ema })
 }
 
-fn check_compatible(ckpt: &Checkpoint, path: &Path, config: &TrainConfig, train_examples: usize) -> Result<(), TrainError> {
+fn check_compatible(
+    ckpt: &Checkpoint,
+    path: &Path,
+    config: &TrainConfig,
+    train_examples: usize,
+) -> Result<(), TrainError> {
     let problem = if ckpt.batch_size != config.batch_size {
         Some(format!("was trained with --batch-size {}, this run asks for {}", ckpt.batch_size, config.batch_size))
     } else if ckpt.train_examples != train_examples {
@@ -252,7 +280,10 @@ fn check_compatible(ckpt: &Checkpoint, path: &Path, config: &TrainConfig, train_
         None
     };
     if let Some(problem) = problem {
-        return Err(TrainError::Checkpoint { path: path.into(), problem: format!("{problem}: the input order would not continue") });
+        return Err(TrainError::Checkpoint {
+            path: path.into(),
+            problem: format!("{problem}: the input order would not continue"),
+        });
     }
     if ckpt.seed != config.seed {
         println!("note: continuing with the checkpoint's seed {} (--seed {} ignored)", ckpt.seed, config.seed);
@@ -333,7 +364,8 @@ mod tests {
         assert_eq!(first.step, 50);
         let err = train(&small(&split, 100), Arc::clone(&data), None, &never).unwrap_err().to_string();
         assert!(err.contains("--resume"), "{err}");
-        let outcome = train(&TrainConfig { resume: true, ..small(&split, 100) }, Arc::clone(&data), None, &never).unwrap();
+        let outcome =
+            train(&TrainConfig { resume: true, ..small(&split, 100) }, Arc::clone(&data), None, &never).unwrap();
         assert_eq!(outcome.step, 100);
         let (a, b) = (final_checkpoint(&straight), final_checkpoint(&split));
         assert_eq!(a.raw, b.raw);

@@ -1,7 +1,7 @@
 //! ONNX export of the model (feature `onnx`): a standard ONNX file (IR version
 //! [`IR_VERSION`], default-domain opset [`OPSET_VERSION`]) that any ONNX runtime can load.
 //!
-//! The graph is [`crate::arch::LAYERS`] then [`crate::arch::SOFTMAX_LINEAR`] and a Softmax:
+//! The graph is [`crate::arch::LAYERS`] and a Softmax:
 //!
 //! - input [`INPUT_NAME`]: `float32 [N, 3, 24, 24]`, NCHW, **already preprocessed**
 //!   ([`crate::preprocess`]: central crop and per-image standardisation; the graph does not
@@ -30,8 +30,7 @@ use std::path::Path;
 use prost::Message;
 
 use crate::arch::{
-    ActShape, Layer, ARCHITECTURE, FLATTEN_ORDER, INPUT_CHANNELS, INPUT_SHAPE, INPUT_SIZE, LAYERS, NUM_CLASSES,
-    SOFTMAX_LINEAR,
+    ActShape, ARCHITECTURE, FLATTEN_ORDER, INPUT_CHANNELS, INPUT_SHAPE, INPUT_SIZE, LAYERS, NUM_CLASSES,
 };
 use crate::weights::{Weights, WeightsError};
 use graph::{batched_value, initializer, int, NodeChain};
@@ -121,10 +120,10 @@ fn doc_string() -> String {
 
 fn graph(weights: &Weights) -> GraphProto {
     let mut chain = NodeChain::new(INPUT_NAME, INPUT_SHAPE);
-    for (name, layer) in LAYERS.iter() {
-        chain.layer(name, layer);
+    for (i, (name, layer)) in LAYERS.iter().enumerate() {
+        // The last layer's output is the graph's `logits`.
+        chain.layer(if i + 1 == LAYERS.len() { LOGITS_NAME } else { name }, layer);
     }
-    chain.layer(LOGITS_NAME, &Layer::Dense(SOFTMAX_LINEAR));
     chain.push("Softmax", PROBABILITIES_NAME, vec![int("axis", 1)]);
 
     let ActShape::Map { c, h, w } = INPUT_SHAPE else { unreachable!("the input is an image") };

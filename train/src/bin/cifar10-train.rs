@@ -276,7 +276,10 @@ fn load(path: &Path, raw: bool) -> Result<Loaded, TrainError> {
 
 fn newest_checkpoint(train_dir: &Path) -> Result<PathBuf, TrainError> {
     checkpoint::latest(train_dir)?.ok_or_else(|| {
-        TrainError::Config(format!("{}: no checkpoint (model.ckpt-*.safetensors) found; train first or pass --checkpoint", train_dir.display()))
+        TrainError::Config(format!(
+            "{}: no checkpoint (model.ckpt-*.safetensors) found; train first or pass --checkpoint",
+            train_dir.display()
+        ))
     })
 }
 

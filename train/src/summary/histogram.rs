@@ -20,10 +20,7 @@ pub fn default_bucket_limits() -> &'static [f64] {
         }
         positive.push(f64::MAX);
         let negative = positive.iter().rev().map(|v| -v);
-        negative
-            .chain([0.0])
-            .chain(positive.iter().copied())
-            .collect()
+        negative.chain([0.0]).chain(positive.iter().copied()).collect()
     })
 }
 
@@ -37,11 +34,7 @@ pub fn histogram(values: &[f32]) -> Option<HistogramProto> {
     let limits = default_bucket_limits();
     let mut counts = vec![0.0f64; limits.len()];
     // An empty histogram keeps TensorFlow's `Clear()` state: min above max.
-    let mut proto = HistogramProto {
-        min: f64::MAX,
-        max: -f64::MAX,
-        ..HistogramProto::default()
-    };
+    let mut proto = HistogramProto { min: f64::MAX, max: -f64::MAX, ..HistogramProto::default() };
     for &value in values {
         if !value.is_finite() {
             return None;
@@ -114,25 +107,14 @@ mod tests {
 
         // Every value lies in its bucket: previous limit <= value < this limit.
         let limits = &proto.bucket_limit;
-        let nonempty: Vec<(usize, f64)> = (0..limits.len())
-            .filter(|&i| proto.bucket[i] > 0.0)
-            .map(|i| (i, proto.bucket[i]))
-            .collect();
-        assert_eq!(
-            nonempty.iter().map(|p| p.1).collect::<Vec<_>>(),
-            vec![1.0, 1.0, 2.0, 1.0]
-        );
+        let nonempty: Vec<(usize, f64)> =
+            (0..limits.len()).filter(|&i| proto.bucket[i] > 0.0).map(|i| (i, proto.bucket[i])).collect();
+        assert_eq!(nonempty.iter().map(|p| p.1).collect::<Vec<_>>(), vec![1.0, 1.0, 2.0, 1.0]);
         for (&(i, _), value) in nonempty.iter().zip([-2.0, 0.0, 0.5, 3.0]) {
-            assert!(
-                limits[i - 1] <= value && value < limits[i],
-                "{value} not in bucket {i}"
-            );
+            assert!(limits[i - 1] <= value && value < limits[i], "{value} not in bucket {i}");
             // A non-empty bucket is exactly one default bucket: its lower edge survives collapsing.
             let defaults = default_bucket_limits();
-            let upper = defaults
-                .iter()
-                .position(|&limit| limit == limits[i])
-                .unwrap();
+            let upper = defaults.iter().position(|&limit| limit == limits[i]).unwrap();
             assert_eq!(defaults[upper - 1], limits[i - 1]);
         }
         // Runs of empty buckets collapse: 4 non-empty buckets need at most 5 empty entries.

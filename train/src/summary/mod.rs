@@ -64,25 +64,11 @@ impl SummaryWriter {
     /// The error names the directory or file that could not be created.
     pub fn create(log_dir: &Path) -> io::Result<Self> {
         fs::create_dir_all(log_dir).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "cannot create TensorBoard log directory {}: {e}",
-                    log_dir.display()
-                ),
-            )
+            io::Error::new(e.kind(), format!("cannot create TensorBoard log directory {}: {e}", log_dir.display()))
         })?;
         let (path, file) = create_event_file(log_dir)?;
-        let mut writer = Self {
-            path,
-            out: BufWriter::new(file),
-            last_flush: Instant::now(),
-        };
-        let header = Event {
-            wall_time: wall_time(),
-            step: 0,
-            what: Some(What::FileVersion(FILE_VERSION.into())),
-        };
+        let mut writer = Self { path, out: BufWriter::new(file), last_flush: Instant::now() };
+        let header = Event { wall_time: wall_time(), step: 0, what: Some(What::FileVersion(FILE_VERSION.into())) };
         writer.write_event(&header)?;
         // TensorBoard picks the file up as soon as the header is on disk.
         writer.flush()?;
@@ -106,10 +92,7 @@ impl SummaryWriter {
     /// Errors (kind `InvalidInput`, naming the tag) if a value is NaN or infinite.
     pub fn histogram(&mut self, tag: &str, step: i64, values: &[f32]) -> io::Result<()> {
         let histo = histogram::histogram(values).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("histogram {tag:?}: values include NaN or infinity"),
-            )
+            io::Error::new(io::ErrorKind::InvalidInput, format!("histogram {tag:?}: values include NaN or infinity"))
         })?;
         self.write_value(step, tag, Payload::Histo(histo))
     }
@@ -147,16 +130,9 @@ impl SummaryWriter {
     }
 
     fn write_value(&mut self, step: i64, tag: &str, payload: Payload) -> io::Result<()> {
-        let value = Value {
-            tag: tag.into(),
-            payload: Some(payload),
-        };
+        let value = Value { tag: tag.into(), payload: Some(payload) };
         let summary = Summary { value: vec![value] };
-        let event = Event {
-            wall_time: wall_time(),
-            step,
-            what: Some(What::Summary(summary)),
-        };
+        let event = Event { wall_time: wall_time(), step, what: Some(What::Summary(summary)) };
         self.write_event(&event)?;
         if self.last_flush.elapsed() >= MAX_UNFLUSHED {
             self.flush()?;
@@ -169,26 +145,14 @@ impl SummaryWriter {
     }
 
     fn write_error(&self, e: io::Error) -> io::Error {
-        io::Error::new(
-            e.kind(),
-            format!(
-                "cannot write TensorBoard event file {}: {e}",
-                self.path.display()
-            ),
-        )
+        io::Error::new(e.kind(), format!("cannot write TensorBoard event file {}: {e}", self.path.display()))
     }
 }
 
 /// Creates a file that did not exist before (never appending to another writer's file).
 fn create_event_file(log_dir: &Path) -> io::Result<(PathBuf, File)> {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let prefix = format!(
-        "events.out.tfevents.{secs}.{}.{}",
-        hostname(),
-        std::process::id()
-    );
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let prefix = format!("events.out.tfevents.{secs}.{}.{}", hostname(), std::process::id());
     loop {
         let n = FILES_CREATED.fetch_add(1, Ordering::Relaxed);
         let path = log_dir.join(format!("{prefix}.{n}"));
@@ -199,10 +163,7 @@ fn create_event_file(log_dir: &Path) -> io::Result<(PathBuf, File)> {
             Err(e) => {
                 return Err(io::Error::new(
                     e.kind(),
-                    format!(
-                        "cannot create TensorBoard event file {}: {e}",
-                        path.display()
-                    ),
+                    format!("cannot create TensorBoard event file {}: {e}", path.display()),
                 ))
             }
         }
@@ -216,17 +177,7 @@ fn hostname() -> String {
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_default();
     // The name becomes part of a file name.
-    let name: String = name
-        .trim()
-        .chars()
-        .map(|c| {
-            if c == '/' || c.is_whitespace() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
+    let name: String = name.trim().chars().map(|c| if c == '/' || c.is_whitespace() { '_' } else { c }).collect();
     if name.is_empty() {
         "localhost".into()
     } else {
@@ -236,9 +187,7 @@ fn hostname() -> String {
 
 /// Seconds since the Unix epoch, as `Event.wall_time` holds it.
 fn wall_time() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]

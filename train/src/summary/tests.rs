@@ -17,8 +17,7 @@ impl TempDir {
     fn new(name: &str) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("train-summary-{name}-{}-{n}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("train-summary-{name}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         Self(dir)
     }
@@ -31,19 +30,13 @@ impl Drop for TempDir {
 }
 
 fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
 }
 
 fn read_events(path: &Path) -> Vec<Event> {
     let bytes = fs::read(path).unwrap();
     let records = tfrecord::read_records(&bytes).unwrap();
-    records
-        .iter()
-        .map(|r| Event::decode(r.as_slice()).unwrap())
-        .collect()
+    records.iter().map(|r| Event::decode(r.as_slice()).unwrap()).collect()
 }
 
 /// Deterministic spread of values over [-3, 3), with exact zeros mixed in.
@@ -66,11 +59,7 @@ fn sample_pixels(height: usize, width: usize) -> Vec<u8> {
     (0..height * width)
         .flat_map(|i| {
             let (y, x) = (i / width, i % width);
-            [
-                (y * 255 / height) as u8,
-                (x * 255 / width) as u8,
-                ((x + y) % 256) as u8,
-            ]
+            [(y * 255 / height) as u8, (x * 255 / width) as u8, ((x + y) % 256) as u8]
         })
         .collect()
 }
@@ -95,22 +84,12 @@ fn write_sample_run(dir: &Path) -> Logged {
     }
     writer.scalar("learning_rate", 10, 0.1).unwrap();
     let histogram_values = sample_values(1000);
-    writer
-        .histogram("conv1/weights", 20, &histogram_values)
-        .unwrap();
+    writer.histogram("conv1/weights", 20, &histogram_values).unwrap();
     let pixels = sample_pixels(IMAGE_HW.0, IMAGE_HW.1);
-    writer
-        .image("input", 30, IMAGE_HW.0, IMAGE_HW.1, 3, &pixels)
-        .unwrap();
+    writer.image("input", 30, IMAGE_HW.0, IMAGE_HW.1, 3, &pixels).unwrap();
     writer.flush().unwrap();
     let after = now();
-    Logged {
-        path: writer.path().to_path_buf(),
-        before,
-        after,
-        histogram_values,
-        pixels,
-    }
+    Logged { path: writer.path().to_path_buf(), before, after, histogram_values, pixels }
 }
 
 #[test]
@@ -132,16 +111,9 @@ fn file_is_named_like_tensorflows_and_never_reused() {
         let parts: Vec<&str> = rest.split('.').collect();
         let secs: f64 = parts[0].parse().unwrap();
         assert!((secs - now()).abs() < 60.0, "{name}");
-        assert_eq!(
-            parts[parts.len() - 2],
-            std::process::id().to_string(),
-            "{name}"
-        );
+        assert_eq!(parts[parts.len() - 2], std::process::id().to_string(), "{name}");
         parts[parts.len() - 1].parse::<u64>().unwrap();
-        assert!(
-            !parts[1..parts.len() - 2].join(".").is_empty(),
-            "no hostname in {name}"
-        );
+        assert!(!parts[1..parts.len() - 2].join(".").is_empty(), "no hostname in {name}");
     }
 }
 
@@ -153,10 +125,7 @@ fn header_event_is_on_disk_right_after_create() {
     // Read while the writer is alive: the header must not wait for a flush or drop.
     let events = read_events(writer.path());
     assert_eq!(events.len(), 1);
-    assert_eq!(
-        events[0].what,
-        Some(What::FileVersion("brain.Event:2".into()))
-    );
+    assert_eq!(events[0].what, Some(What::FileVersion("brain.Event:2".into())));
     assert!(events[0].wall_time >= before.floor() && events[0].wall_time <= now());
 }
 
@@ -169,9 +138,7 @@ fn events_decode_with_their_values_steps_and_wall_times() {
     for event in &events {
         assert!(event.wall_time >= logged.before.floor() && event.wall_time <= logged.after);
     }
-    assert!(events
-        .windows(2)
-        .all(|pair| pair[0].wall_time <= pair[1].wall_time));
+    assert!(events.windows(2).all(|pair| pair[0].wall_time <= pair[1].wall_time));
 
     let values: Vec<(i64, String, Payload)> = events[1..]
         .iter()
@@ -179,11 +146,7 @@ fn events_decode_with_their_values_steps_and_wall_times() {
             Some(What::Summary(summary)) => {
                 assert_eq!(summary.value.len(), 1);
                 let value = &summary.value[0];
-                (
-                    event.step,
-                    value.tag.clone(),
-                    value.payload.clone().unwrap(),
-                )
+                (event.step, value.tag.clone(), value.payload.clone().unwrap())
             }
             other => panic!("expected a summary, got {other:?}"),
         })
@@ -195,15 +158,9 @@ fn events_decode_with_their_values_steps_and_wall_times() {
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(
-        values[4],
-        (10, "learning_rate".into(), Payload::SimpleValue(0.1))
-    );
+    assert_eq!(values[4], (10, "learning_rate".into(), Payload::SimpleValue(0.1)));
     let expected_histo = histogram::histogram(&logged.histogram_values).unwrap();
-    assert_eq!(
-        values[5],
-        (20, "conv1/weights".into(), Payload::Histo(expected_histo))
-    );
+    assert_eq!(values[5], (20, "conv1/weights".into(), Payload::Histo(expected_histo)));
     match &values[6] {
         (30, tag, Payload::Image(image)) if tag == "input" => {
             assert_eq!((image.height, image.width, image.colorspace), (24, 20, 3));
@@ -222,34 +179,22 @@ fn unusable_log_dir_error_names_it() {
     fs::write(&blocker, b"").unwrap();
     let log_dir = blocker.join("run");
     let err = SummaryWriter::create(&log_dir).unwrap_err();
-    assert!(
-        err.to_string().contains(&log_dir.display().to_string()),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&log_dir.display().to_string()), "{err}");
 }
 
 #[test]
 fn bad_input_errors_name_the_tag_and_leave_the_file_valid() {
     let dir = TempDir::new("bad-input");
     let mut writer = SummaryWriter::create(&dir.0).unwrap();
-    let err = writer
-        .histogram("fc1/weights", 1, &[0.5, f32::NAN])
-        .unwrap_err();
+    let err = writer.histogram("fc1/weights", 1, &[0.5, f32::NAN]).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     assert!(err.to_string().contains("\"fc1/weights\""), "{err}");
     let err = writer.image("inputs", 1, 2, 2, 3, &[0; 11]).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
-    assert!(
-        err.to_string().contains("\"inputs\"") && err.to_string().contains("expected 12"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("\"inputs\"") && err.to_string().contains("expected 12"), "{err}");
     writer.scalar("loss", 1, 1.0).unwrap();
     writer.flush().unwrap();
-    assert_eq!(
-        read_events(writer.path()).len(),
-        2,
-        "only the header and the scalar"
-    );
+    assert_eq!(read_events(writer.path()).len(), 2, "only the header and the scalar");
 }
 
 /// Reads an event file with TensorBoard's own code and prints what it found as JSON. Floats go
@@ -301,10 +246,7 @@ fn venv_python() -> PathBuf {
 }
 
 fn float(v: &serde_json::Value) -> f64 {
-    v.as_str()
-        .unwrap_or_else(|| panic!("expected a repr string, got {v}"))
-        .parse()
-        .unwrap()
+    v.as_str().unwrap_or_else(|| panic!("expected a repr string, got {v}")).parse().unwrap()
 }
 
 fn floats(v: &serde_json::Value) -> Vec<f64> {
@@ -318,25 +260,12 @@ fn tensorboard_reads_back_scalars_histogram_and_image() {
     assert!(python.exists(), "{} is missing (run scripts/setup.sh)", python.display());
     let dir = TempDir::new("tensorboard");
     let logged = write_sample_run(&dir.0);
-    let output = Command::new(&python)
-        .arg("-c")
-        .arg(READ_BACK_PY)
-        .arg(&logged.path)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "python failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = Command::new(&python).arg("-c").arg(READ_BACK_PY).arg(&logged.path).output().unwrap();
+    assert!(output.status.success(), "python failed:\n{}", String::from_utf8_lossy(&output.stderr));
     let got: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let in_run = |wall_time: f64| wall_time >= logged.before.floor() && wall_time <= logged.after;
 
-    assert_eq!(
-        got["records"],
-        1 + LOSSES.len() as u64 + 3,
-        "every record passes both CRC checks"
-    );
+    assert_eq!(got["records"], 1 + LOSSES.len() as u64 + 3, "every record passes both CRC checks");
     assert_eq!(got["file_version"], "brain.Event:2");
     assert_eq!(got["parsed_file_version"], 2.0);
     assert!(in_run(float(&got["first_wall_time"])));
@@ -346,35 +275,19 @@ fn tensorboard_reads_back_scalars_histogram_and_image() {
     for (row, (step, loss)) in losses.iter().zip(LOSSES) {
         assert_eq!(row[0], step);
         let value = float(&row[1]);
-        assert!(
-            value.to_bits() == f64::from(loss).to_bits() || (loss.is_nan() && value.is_nan()),
-            "{row}"
-        );
+        assert!(value.to_bits() == f64::from(loss).to_bits() || (loss.is_nan() && value.is_nan()), "{row}");
         assert!(in_run(float(&row[2])));
     }
-    assert_eq!(
-        float(&got["scalars"]["learning_rate"][0][1]),
-        f64::from(0.1f32)
-    );
+    assert_eq!(float(&got["scalars"]["learning_rate"][0][1]), f64::from(0.1f32));
 
     let histos = got["histograms"]["conv1/weights"].as_array().unwrap();
     assert_eq!(histos.len(), 1);
     let h = &histos[0];
-    let values: Vec<f64> = logged
-        .histogram_values
-        .iter()
-        .map(|&v| f64::from(v))
-        .collect();
+    let values: Vec<f64> = logged.histogram_values.iter().map(|&v| f64::from(v)).collect();
     assert_eq!(h["step"], 20);
     assert_eq!(float(&h["num"]), values.len() as f64);
-    assert_eq!(
-        float(&h["min"]),
-        values.iter().cloned().fold(f64::INFINITY, f64::min)
-    );
-    assert_eq!(
-        float(&h["max"]),
-        values.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
-    );
+    assert_eq!(float(&h["min"]), values.iter().cloned().fold(f64::INFINITY, f64::min));
+    assert_eq!(float(&h["max"]), values.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
     assert!((float(&h["sum"]) - values.iter().sum::<f64>()).abs() < 1e-9);
     assert!((float(&h["sum_squares"]) - values.iter().map(|v| v * v).sum::<f64>()).abs() < 1e-9);
     let (limits, counts) = (floats(&h["bucket_limit"]), floats(&h["bucket"]));
@@ -389,16 +302,8 @@ fn tensorboard_reads_back_scalars_histogram_and_image() {
     let images = got["images"]["input"].as_array().unwrap();
     assert_eq!(images.len(), 1);
     let image = &images[0];
-    assert_eq!(
-        (&image["step"], &image["height"], &image["width"]),
-        (&30.into(), &24.into(), &20.into())
-    );
+    assert_eq!((&image["step"], &image["height"], &image["width"]), (&30.into(), &24.into(), &20.into()));
     assert_eq!(image["mode"], "RGB");
-    let pixels: Vec<u8> = image["pixels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_u64().unwrap() as u8)
-        .collect();
+    let pixels: Vec<u8> = image["pixels"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as u8).collect();
     assert_eq!(pixels, logged.pixels);
 }

@@ -36,10 +36,7 @@ pub fn write_record(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
 pub(crate) fn read_records(mut bytes: &[u8]) -> io::Result<Vec<Vec<u8>>> {
     fn take<'a>(bytes: &mut &'a [u8], n: usize, what: &str) -> io::Result<&'a [u8]> {
         if bytes.len() < n {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("truncated {what}"),
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("truncated {what}")));
         }
         let (head, rest) = bytes.split_at(n);
         *bytes = rest;
@@ -48,10 +45,7 @@ pub(crate) fn read_records(mut bytes: &[u8]) -> io::Result<Vec<Vec<u8>>> {
     fn check(data: &[u8], stored: &[u8], what: &str) -> io::Result<()> {
         let stored = u32::from_le_bytes(stored.try_into().expect("4 bytes"));
         if masked_crc32c(data) != stored {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("bad {what} CRC"),
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad {what} CRC")));
         }
         Ok(())
     }

@@ -1,0 +1,131 @@
+//! `cifar10 eval`: precision@1 over the CIFAR-10 test file, per-class accuracy, the
+//! confusion matrix and the throughput.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use argh::FromArgs;
+use indicatif::{ProgressBar, ProgressStyle};
+use infer::evaluation::{evaluate, Evaluation};
+use model_format::cifar::Dataset;
+use serde_json::json;
+
+use crate::{backend, output};
+
+/// Evaluate a model on the CIFAR-10 test set.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "eval")]
+pub struct EvalArgs {
+    /// weights file (.safetensors)
+    #[argh(option)]
+    model: PathBuf,
+    /// cifar-10-batches-bin folder (default: $CIFAR10_DATA_DIR, then ../shared/cifar10/cifar-10-batches-bin)
+    #[argh(option)]
+    data_dir: Option<PathBuf>,
+    /// engine: cpu (pure Rust, default; `ndarray` is an old name for it) or onnx
+    #[argh(option, default = "String::from(\"cpu\")")]
+    backend: String,
+    /// print one JSON object instead of tables
+    #[argh(switch)]
+    json: bool,
+    /// threads per batch (default: all cores)
+    #[argh(option, default = "backend::default_threads()")]
+    threads: usize,
+    /// images per engine call (default 128)
+    #[argh(option, default = "128")]
+    batch_size: usize,
+}
+
+pub fn run(args: EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    if args.batch_size == 0 || args.threads == 0 {
+        return Err("--batch-size and --threads must be at least 1".into());
+    }
+    let classifier = backend::open_classifier(&args.backend, &args.model, args.threads)?;
+    let dataset = Dataset::locate(args.data_dir.as_deref())?;
+    let records = dataset.test()?;
+    let bar = ProgressBar::new(records.len() as u64).with_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} images ({per_sec}, eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message("evaluating");
+    let start = Instant::now();
+    let result = evaluate(classifier.engine(), &records, args.batch_size, |done| bar.set_position(done as u64))?;
+    let seconds = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let per_second = result.total() as f64 / seconds;
+    let names = classifier.class_names();
+    let text = if args.json {
+        format!("{}\n", report_json(&result, names, per_second, &args, &dataset))
+    } else {
+        report_text(&result, names, per_second, &args, &dataset)?
+    };
+    output::print(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_json(
+    result: &Evaluation,
+    names: &[String],
+    per_second: f64,
+    args: &EvalArgs,
+    data: &Dataset,
+) -> serde_json::Value {
+    let per_class: Vec<_> = (0..names.len())
+        .map(|c| {
+            let (correct, total) = result.class_counts(c);
+            json!({ "class": c, "label": names[c], "correct": correct, "total": total,
+                    "accuracy": if total == 0 { 0.0 } else { correct as f64 / total as f64 } })
+        })
+        .collect();
+    json!({
+        "correct": result.correct(),
+        "total": result.total(),
+        "precision_at_1": result.precision_at_1(),
+        "images_per_second": per_second,
+        "backend": args.backend,
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "model": args.model.display().to_string(),
+        "data_dir": data.dir.display().to_string(),
+        "per_class": per_class,
+        "confusion": result.confusion,
+    })
+}
+
+fn report_text(
+    result: &Evaluation,
+    names: &[String],
+    per_second: f64,
+    args: &EvalArgs,
+    data: &Dataset,
+) -> Result<String, std::fmt::Error> {
+    let mut out = String::new();
+    writeln!(out, "model     {}", args.model.display())?;
+    writeln!(out, "data      {}", data.dir.display())?;
+    writeln!(out, "backend   {} ({} threads, batch {})", args.backend, args.threads, args.batch_size)?;
+    writeln!(out, "precision @ 1 = {:.4} ({}/{})", result.precision_at_1(), result.correct(), result.total())?;
+    writeln!(out, "throughput    = {per_second:.0} images/s\n")?;
+    writeln!(out, "{:<12} {:>8} {:>12}", "class", "accuracy", "correct")?;
+    for (c, name) in names.iter().enumerate() {
+        let (correct, total) = result.class_counts(c);
+        let accuracy = if total == 0 { 0.0 } else { correct as f64 / total as f64 };
+        writeln!(out, "{name:<12} {accuracy:>8.4} {:>12}", format!("{correct}/{total}"))?;
+    }
+    writeln!(out, "\nconfusion matrix (rows: true class, columns: predicted)")?;
+    write!(out, "{:<12}", "")?;
+    for name in names {
+        write!(out, " {name:>6.6}")?;
+    }
+    writeln!(out)?;
+    for (name, row) in names.iter().zip(&result.confusion) {
+        write!(out, "{name:<12}")?;
+        for count in row {
+            write!(out, " {count:>6}")?;
+        }
+        writeln!(out)?;
+    }
+    Ok(out)
+}

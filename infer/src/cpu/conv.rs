@@ -1,0 +1,196 @@
+//! Convolution, stride 1, zero padding: im2col written straight into the packed layout of
+//! [`gemm`]'s B operand, then one product with the OIHW kernel (a `[out, in·k·k]` matrix,
+//! packed when the engine is built) that adds the bias and applies the ReLU as it stores.
+
+use model_format::arch::Conv;
+
+use super::gemm::{self, Kernel, PackedA, NR};
+
+/// A convolution layer with its weights and the input geometry it was planned for.
+#[derive(Debug, Clone)]
+pub(crate) struct ConvStep {
+    weight: PackedA,
+    in_channels: usize,
+    pad: usize,
+    height: usize,
+    width: usize,
+    /// For each im2col row (kernel tap `(c, ky, kx)`), where that tap's view starts in the
+    /// zero-padded input: im2col value `(tap, pixel)` is `padded[taps[tap] + start(pixel)]`,
+    /// where `start(pixel)` is the top-left corner of the pixel's window. No border tests.
+    taps: Vec<usize>,
+    /// For each panel of `NR` output pixels, its runs of pixels on one output row, as
+    /// `(position in the panel, start of the first pixel's window)`: along a run, both go
+    /// up by one per pixel, so a run is one contiguous copy.
+    runs: Vec<Vec<(usize, usize)>>,
+    pub(crate) relu: bool,
+    gemm: Kernel,
+}
+
+impl ConvStep {
+    pub(crate) fn new(conv: &Conv, weight: &[f32], bias: &[f32], height: usize, width: usize) -> Self {
+        let (k, channels) = (conv.kernel(), conv.in_channels());
+        // The output keeps the input's size: the window offsets below rely on it.
+        assert_eq!(2 * conv.pad + 1, k, "a stride-1 convolution padded to keep its map size");
+        let (padded_h, padded_w) = (height + 2 * conv.pad, width + 2 * conv.pad);
+        let taps =
+            (0..channels * k * k).map(|tap| (tap / (k * k) * padded_h + tap / k % k) * padded_w + tap % k).collect();
+        let runs = (0..height * width)
+            .step_by(NR)
+            .map(|first| {
+                let end = (first + NR).min(height * width);
+                let mut runs = Vec::new();
+                let mut pixel = first;
+                while pixel < end {
+                    let (y, x) = (pixel / width, pixel % width);
+                    runs.push((pixel - first, y * padded_w + x));
+                    pixel = end.min(pixel + width - x);
+                }
+                runs
+            })
+            .collect();
+        ConvStep {
+            weight: PackedA::new(weight, bias, conv.out_channels(), channels * k * k),
+            in_channels: channels,
+            pad: conv.pad,
+            height,
+            width,
+            taps,
+            runs,
+            relu: false,
+            gemm: Kernel::best(),
+        }
+    }
+
+    /// Floats of the packed weights and biases.
+    pub(crate) fn weight_floats(&self) -> usize {
+        self.weight.floats()
+    }
+
+    /// Floats of the zero-padded input, plus `NR` of slack: [`Self::im2col`] copies whole
+    /// `NR`-float stretches, reading (and writing) past the end of a shorter run.
+    fn padded_len(&self) -> usize {
+        self.in_channels * (self.height + 2 * self.pad) * (self.width + 2 * self.pad) + NR
+    }
+
+    /// Floats of the packed im2col matrix, plus `NR` of slack as above.
+    fn col_len(&self) -> usize {
+        gemm::packed_b_len(self.taps.len(), self.height * self.width) + NR
+    }
+
+    /// Floats of scratch one image needs: the padded input and the packed im2col matrix.
+    pub(crate) fn scratch_len(&self) -> usize {
+        self.padded_len() + self.col_len()
+    }
+
+    /// Convolves one `[in, h, w]` image into `out` (`[out, h, w]`), using `scratch`.
+    /// With `threads > 1` the output channels are shared out between scoped threads (for
+    /// batches smaller than the thread count); each value is computed the same way either way.
+    pub(crate) fn run(&self, input: &[f32], out: &mut [f32], scratch: &mut [f32], threads: usize) {
+        let plane = self.height * self.width;
+        let (padded, col) = scratch[..self.scratch_len()].split_at_mut(self.padded_len());
+        self.pad_input(input, padded);
+        self.im2col(padded, col);
+        let col = &*col;
+        let out = &mut out[..self.weight.rows() * plane];
+        // Whole panels of the packed weights per thread.
+        let panels_per_thread = self.weight.panels().div_ceil(threads.max(1));
+        let rows_per_thread = panels_per_thread * gemm::MR;
+        if rows_per_thread >= self.weight.rows() {
+            gemm::multiply(self.gemm, &self.weight, 0, col, plane, out, self.relu);
+            return;
+        }
+        std::thread::scope(|scope| {
+            let mut parts = out.chunks_mut(rows_per_thread * plane).enumerate();
+            let (_, first) = parts.next().expect("at least one output channel");
+            for (i, part) in parts {
+                scope.spawn(move || {
+                    gemm::multiply(self.gemm, &self.weight, i * panels_per_thread, col, plane, part, self.relu)
+                });
+            }
+            gemm::multiply(self.gemm, &self.weight, 0, col, plane, first, self.relu);
+        });
+    }
+
+    /// Copies the `[in, h, w]` input into the middle of a zeroed `[in, h + 2·pad, w + 2·pad]`.
+    fn pad_input(&self, input: &[f32], padded: &mut [f32]) {
+        let (h, w, pad) = (self.height, self.width, self.pad);
+        let padded_w = w + 2 * pad;
+        padded.fill(0.0); // the border and the slack
+        for (channel, source) in padded.chunks_exact_mut((h + 2 * pad) * padded_w).zip(input.chunks_exact(h * w)) {
+            for (row, line) in channel[pad * padded_w..].chunks_exact_mut(padded_w).zip(source.chunks_exact(w)) {
+                row[pad..pad + w].copy_from_slice(line);
+            }
+        }
+    }
+
+    /// Fills `col` with the packed im2col matrix (tap-major, in panels of `NR` output
+    /// pixels), front to back. Each run is copied as a whole `NR` floats: what lands past
+    /// the run's end is overwritten by the next run or the next row, or falls in the
+    /// slack, and the columns past the last pixel are zeroed.
+    fn im2col(&self, padded: &[f32], col: &mut [f32]) {
+        let (depth, pixels) = (self.taps.len(), self.height * self.width);
+        for (j, runs) in self.runs.iter().enumerate() {
+            let used = NR.min(pixels - j * NR);
+            for (p, &tap) in self.taps.iter().enumerate() {
+                let row = (j * depth + p) * NR;
+                for &(at, source) in runs {
+                    col[row + at..][..NR].copy_from_slice(&padded[tap + source..][..NR]);
+                }
+                col[row + used..row + NR].fill(0.0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use model_format::arch::{Layer, LAYERS, TENSORS};
+
+    use super::*;
+
+    fn value(i: usize, scale: f32) -> f32 {
+        ((i * 37 % 101) as f32 / 50.0 - 1.0) * scale
+    }
+
+    /// The model's convolutions on maps whose rows are not a multiple of `NR` (so panels
+    /// hold pieces of several rows, and the last panel is partial) against the definition.
+    #[test]
+    fn ragged_geometries_match_the_definition_for_any_thread_count() {
+        let convs = LAYERS.iter().filter_map(|(_, layer)| match layer {
+            Layer::Conv(conv) => Some(*conv),
+            _ => None,
+        });
+        for (conv, (h, w)) in convs.flat_map(|conv| [(conv, (7, 5)), (conv, (3, 10)), (conv, (1, 1))]) {
+            let (c_in, c_out, k, pad) = (conv.in_channels(), conv.out_channels(), conv.kernel(), conv.pad);
+            let weight: Vec<f32> = (0..TENSORS[conv.weight].len()).map(|i| value(i, 0.2)).collect();
+            let bias: Vec<f32> = (0..c_out).map(|i| value(i + 3, 0.1)).collect();
+            let input: Vec<f32> = (0..c_in * h * w).map(|i| value(i + 7, 1.0)).collect();
+            let mut step = ConvStep::new(&conv, &weight, &bias, h, w);
+            step.relu = true;
+            let mut scratch = vec![f32::NAN; step.scratch_len()];
+            let mut want = vec![0f32; c_out * h * w];
+            step.run(&input, &mut want, &mut scratch, 1);
+            for o in 0..c_out {
+                for y in 0..h {
+                    for x in 0..w {
+                        let mut sum = f64::from(bias[o]);
+                        for (c, ky, kx) in (0..c_in * k * k).map(|t| (t / (k * k), t / k % k, t % k)) {
+                            let (iy, ix) = ((y + ky).wrapping_sub(pad), (x + kx).wrapping_sub(pad));
+                            if iy < h && ix < w {
+                                sum += f64::from(weight[((o * c_in + c) * k + ky) * k + kx])
+                                    * f64::from(input[(c * h + iy) * w + ix]);
+                            }
+                        }
+                        let got = f64::from(want[(o * h + y) * w + x]);
+                        assert!((got - sum.max(0.0)).abs() < 1e-4, "{h}×{w}, channel {o}, ({y}, {x}): {got} vs {sum}");
+                    }
+                }
+            }
+            for threads in [2, 3] {
+                let mut got = vec![0f32; c_out * h * w];
+                step.run(&input, &mut got, &mut scratch, threads);
+                assert_eq!(got, want, "{h}×{w} on {threads} threads");
+            }
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! The pure-Rust CPU engine: for the convolutions, im2col written straight into a packed
+//! layout and our own register-blocked single-precision product (`gemm.rs`: AVX2+FMA when
+//! the CPU has them, portable Rust otherwise) that adds the bias and applies the ReLU as it
+//! stores; direct loops for pooling and LRN; vectorised dot products (AVX2+FMA when the CPU
+//! has them) for the fully connected layers. No C or C++ code.
+//!
+//! # Memory
+//!
+//! The engine holds a copy of the weights: 1,068,298 floats, the convolution kernels
+//! packed for the product (padded to a multiple of 6 output channels), about 4.3 MB in all
+//! ([`CpuEngine::weight_bytes`]; the [`Weights`] it was built from can be dropped).
+//! Each worker thread needs about 1.3 MB of scratch for one image at a time (the packed
+//! im2col matrix of conv2: 1,600 × 144 floats, the zero-padded input, and two 64×24×24
+//! maps) and 18 KB per example of its share of the batch for the fully connected part;
+//! see [`CpuEngine::workspace_bytes`] for the exact figure at a batch size (about
+//! 1.3 MB at batch 1 and 3.6 MB at batch 128 on one thread). Classifying one PNG with the
+//! `cifar10` CLI peaks at about 11.5 MB resident.
+//!
+//! # Allocation
+//!
+//! Everything a call needs lives in a [`Workspace`]: the first call sizes it for its batch
+//! size, and later calls with that size or smaller, on one thread, allocate nothing at all
+//! (`tests/allocations.rs` counts with a global allocator). [`Engine::logits`] keeps the
+//! workspaces of finished calls (one per concurrent caller), so a warm shared engine
+//! allocates nothing either. With `threads > 1` the only allocations are the few hundred
+//! bytes `std::thread::scope` takes to start each helper thread (once per call for a
+//! batch, once per convolution for a single image), freed when it ends.
+//!
+//! # Threads
+//!
+//! With `threads = 1` the engine runs on the calling thread and starts no thread. With more,
+//! a batch is split into that many chunks run on scoped threads (`std::thread::scope`); a
+//! batch smaller than that (one image) shares each convolution's output channels instead.
+//! The engine does not use `matrixmultiply` (nor its `MATMUL_NUM_THREADS` pool), so
+//! `threads` is the whole story. Results are bitwise the same for any thread count and any
+//! batch split.
+
+mod conv;
+mod dense;
+mod gemm;
+mod lrn;
+mod plan;
+mod pool;
+mod workspace;
+
+use std::sync::Mutex;
+
+use model_format::arch::INPUT_LEN;
+use model_format::Weights;
+
+use ndarray::{ArrayView4, ArrayViewMut2};
+
+use crate::engine::{check_input, check_output, Engine};
+use crate::error::InferError;
+use plan::Plan;
+use workspace::Scratch;
+pub use workspace::Workspace;
+
+/// The pure-Rust engine (backend name `"cpu"`).
+///
+/// ```
+/// use infer::{Engine, cpu::CpuEngine};
+/// let engine = CpuEngine::new(&infer::random_weights(7), 1)?;
+/// let input = vec![0.5f32; model_format::arch::INPUT_LEN]; // one preprocessed image
+/// let mut logits = [0.0f32; model_format::NUM_CLASSES];
+/// engine.logits_flat(&input, 1, &mut logits)?;
+/// assert!(logits.iter().all(|v| v.is_finite()));
+/// # Ok::<(), infer::InferError>(())
+/// ```
+#[derive(Debug)]
+pub struct CpuEngine {
+    plan: Plan,
+    threads: usize,
+    /// Workspaces of finished calls, reused by the next ones (one per concurrent caller).
+    spare: Mutex<Vec<Workspace>>,
+}
+
+impl CpuEngine {
+    /// Builds the engine from validated weights; `threads` (at least 1) is how many threads
+    /// one call may use.
+    pub fn new(weights: &Weights, threads: usize) -> Result<Self, InferError> {
+        Ok(CpuEngine { plan: Plan::build(weights)?, threads: threads.max(1), spare: Mutex::new(Vec::new()) })
+    }
+
+    /// Threads one call may use.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Scratch bytes a call with `batch` examples needs (beside the 4.3 MB of weights): the
+    /// size of the [`Workspace`] such a call grows, after which it allocates nothing.
+    ///
+    /// ```
+    /// let engine = infer::cpu::CpuEngine::new(&infer::random_weights(0), 1)?;
+    /// assert!(engine.workspace_bytes(128) > engine.workspace_bytes(1));
+    /// # Ok::<(), infer::InferError>(())
+    /// ```
+    pub fn workspace_bytes(&self, batch: usize) -> usize {
+        let mut workspace = Workspace::new();
+        let (workers, rows) = self.split(batch.max(1));
+        workspace.reserve(&self.plan, workers, rows);
+        workspace.bytes()
+    }
+
+    /// Bytes of weights the engine holds (the parameters, with the convolution kernels
+    /// packed and padded for the matrix product).
+    ///
+    /// ```
+    /// let engine = infer::cpu::CpuEngine::new(&infer::random_weights(0), 1)?;
+    /// assert!(engine.weight_bytes() >= 4 * model_format::PARAM_COUNT);
+    /// # Ok::<(), infer::InferError>(())
+    /// ```
+    pub fn weight_bytes(&self) -> usize {
+        self.plan.weight_floats() * std::mem::size_of::<f32>()
+    }
+
+    /// Like [`Engine::logits_into`], with a workspace the caller holds: no lock, no pool, and,
+    /// with one thread and standard-layout arrays, no allocation once the workspace has
+    /// grown to the batch size.
+    ///
+    /// ```
+    /// use infer::cpu::{CpuEngine, Workspace};
+    /// use ndarray::{Array2, Array4};
+    /// let engine = CpuEngine::new(&infer::random_weights(1), 1)?;
+    /// let mut workspace = Workspace::new();
+    /// let input = Array4::<f32>::from_elem((4, 3, 24, 24), 0.25);
+    /// let mut logits = Array2::<f32>::zeros((4, 10));
+    /// engine.logits_with(&mut workspace, input.view(), logits.view_mut())?;
+    /// assert!(logits.iter().all(|v| v.is_finite()));
+    /// # Ok::<(), infer::InferError>(())
+    /// ```
+    pub fn logits_with(
+        &self,
+        workspace: &mut Workspace,
+        input: ArrayView4<f32>,
+        mut out: ArrayViewMut2<f32>,
+    ) -> Result<(), InferError> {
+        let batch = check_input(&input)?;
+        check_output(&out, batch)?;
+        let input = input.as_standard_layout();
+        let flat = input.as_slice().expect("a standard-layout array is contiguous");
+        match out.as_slice_mut() {
+            Some(slice) => self.logits_flat_with(workspace, flat, batch, slice),
+            None => {
+                let mut logits = vec![0f32; batch * self.plan.out_len()];
+                self.logits_flat_with(workspace, flat, batch, &mut logits)?;
+                out.iter_mut().zip(logits).for_each(|(o, v)| *o = v);
+                Ok(())
+            }
+        }
+    }
+
+    /// Like [`Engine::logits_flat`], with a workspace the caller holds.
+    pub fn logits_flat_with(
+        &self,
+        workspace: &mut Workspace,
+        input: &[f32],
+        batch: usize,
+        logits: &mut [f32],
+    ) -> Result<(), InferError> {
+        check_lengths(input, batch, logits, self.plan.out_len())?;
+        let (workers, rows) = self.split(batch);
+        workspace.reserve(&self.plan, workers, rows);
+        let out_len = self.plan.out_len();
+        let jobs = input.chunks(rows * INPUT_LEN).zip(logits.chunks_mut(rows * out_len));
+        if workers == 1 {
+            // Fewer images than threads (a single image): the threads share each convolution.
+            run_chunk(&self.plan, &mut workspace.slots[0], input, logits, self.threads);
+            return Ok(());
+        }
+        std::thread::scope(|scope| {
+            let mut jobs = jobs.zip(workspace.slots.iter_mut());
+            let ((first_in, first_out), first_slot) = jobs.next().expect("batch is not empty");
+            for ((chunk_in, chunk_out), slot) in jobs {
+                scope.spawn(|| run_chunk(&self.plan, slot, chunk_in, chunk_out, 1));
+            }
+            run_chunk(&self.plan, first_slot, first_in, first_out, 1);
+        });
+        Ok(())
+    }
+
+    /// `(workers, rows per worker)` for a batch.
+    fn split(&self, batch: usize) -> (usize, usize) {
+        let workers = self.threads.min(batch).max(1);
+        let rows = batch.div_ceil(workers);
+        (batch.div_ceil(rows), rows)
+    }
+}
+
+impl Engine for CpuEngine {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn logits_flat(&self, input: &[f32], batch: usize, logits: &mut [f32]) -> Result<(), InferError> {
+        let taken = self.spare.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        let mut workspace = taken.unwrap_or_default();
+        let result = self.logits_flat_with(&mut workspace, input, batch, logits);
+        self.spare.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(workspace);
+        result
+    }
+}
+
+fn check_lengths(input: &[f32], batch: usize, logits: &[f32], out_len: usize) -> Result<(), InferError> {
+    if batch == 0 {
+        return Err(InferError::EmptyBatch);
+    }
+    if input.len() != batch * INPUT_LEN {
+        return Err(InferError::Length { what: "input", expected: batch * INPUT_LEN, found: input.len() });
+    }
+    if logits.len() != batch * out_len {
+        return Err(InferError::Length { what: "logits", expected: batch * out_len, found: logits.len() });
+    }
+    Ok(())
+}
+
+/// The whole forward pass for one chunk of the batch on the current thread (helped by
+/// `threads - 1` more inside each convolution).
+fn run_chunk(plan: &Plan, scratch: &mut Scratch, input: &[f32], logits: &mut [f32], threads: usize) {
+    let rows = input.len() / INPUT_LEN;
+    let Scratch { ping, pong, col, sums, rows_a, rows_b } = scratch;
+    let mut maps = MapBuffers { ping, pong, col, sums };
+    for (image, flat) in input.chunks_exact(INPUT_LEN).zip(rows_a.chunks_exact_mut(plan.flat_len)) {
+        map_steps(plan, image, &mut maps, flat, threads);
+    }
+    let (mut current, mut next) = (rows_a, rows_b);
+    for step in &plan.dense_steps {
+        step.run(current, rows, next);
+        std::mem::swap(&mut current, &mut next);
+    }
+    logits.copy_from_slice(&current[..logits.len()]);
+}
+
+/// The per-image buffers of one worker.
+struct MapBuffers<'a> {
+    ping: &'a mut [f32],
+    pong: &'a mut [f32],
+    col: &'a mut [f32],
+    sums: &'a mut [f32],
+}
+
+/// Runs the per-image steps of one image and writes the flattened result to `flat`.
+fn map_steps(plan: &Plan, image: &[f32], maps: &mut MapBuffers, flat: &mut [f32], threads: usize) {
+    let Some((first, rest)) = plan.map_steps.split_first() else {
+        flat.copy_from_slice(&image[..flat.len()]);
+        return;
+    };
+    first.run(image, maps.ping, maps.col, maps.sums, threads);
+    let (mut current, mut next) = (&mut *maps.ping, &mut *maps.pong);
+    for step in rest {
+        step.run(current, next, maps.col, maps.sums, threads);
+        std::mem::swap(&mut current, &mut next);
+    }
+    flat.copy_from_slice(&current[..flat.len()]);
+}

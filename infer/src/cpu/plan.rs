@@ -1,0 +1,135 @@
+//! The forward pass compiled from [`model_format::arch::LAYERS`]: per-image map steps up to the flatten, then
+//! fully connected steps over a chunk of the batch. A ReLU right after a convolution or a
+//! dense layer is fused into it.
+
+use model_format::arch::{self, ActShape, Layer, INPUT_SHAPE, LAYERS};
+use model_format::Weights;
+
+use super::conv::ConvStep;
+use super::dense::DenseStep;
+use super::lrn::LrnStep;
+use super::pool::PoolStep;
+use crate::error::InferError;
+
+/// One step on a single image's `[c, h, w]` map.
+#[derive(Debug, Clone)]
+pub(crate) enum MapStep {
+    Conv(ConvStep),
+    Pool(PoolStep),
+    Lrn(LrnStep),
+    Relu,
+}
+
+impl MapStep {
+    /// Runs the step from `input` into `out`; `col` and `sums` are scratch; a convolution
+    /// may share its work between `threads` threads.
+    pub(crate) fn run(&self, input: &[f32], out: &mut [f32], col: &mut [f32], sums: &mut [f32], threads: usize) {
+        match self {
+            MapStep::Conv(conv) => conv.run(input, out, col, threads),
+            MapStep::Pool(pool) => pool.run(input, out),
+            MapStep::Lrn(lrn) => lrn.run(input, out, sums),
+            MapStep::Relu => out.iter_mut().zip(input).for_each(|(o, &x)| *o = x.max(0.0)),
+        }
+    }
+}
+
+/// The compiled network with the sizes of every buffer it needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub(crate) map_steps: Vec<MapStep>,
+    pub(crate) dense_steps: Vec<DenseStep>,
+    /// Largest per-image map activation (floats).
+    pub(crate) map_len: usize,
+    /// Convolution scratch for one image: packed im2col and padded input (floats).
+    pub(crate) col_len: usize,
+    /// LRN window-sum scratch (floats).
+    pub(crate) sums_len: usize,
+    /// Features entering the first dense layer.
+    pub(crate) flat_len: usize,
+    /// Widest per-example vector in the dense part (floats).
+    pub(crate) dense_len: usize,
+}
+
+impl Plan {
+    pub(crate) fn build(weights: &Weights) -> Result<Self, InferError> {
+        let mut plan = Plan {
+            map_steps: Vec::new(),
+            dense_steps: Vec::new(),
+            map_len: INPUT_SHAPE.len(),
+            col_len: 0,
+            sums_len: 0,
+            flat_len: 0,
+            dense_len: 0,
+        };
+        let mut shape = INPUT_SHAPE;
+        let mut flattened = false;
+        for (name, layer) in LAYERS.iter() {
+            plan.add(name, layer, shape, weights, &mut flattened)?;
+            shape = arch::output_shape(layer, shape);
+            if !flattened {
+                plan.map_len = plan.map_len.max(shape.len());
+            }
+        }
+        plan.dense_len = plan.dense_steps.iter().map(|d| d.out_features).max().unwrap_or(0).max(plan.flat_len);
+        Ok(plan)
+    }
+
+    fn add(
+        &mut self,
+        name: &str,
+        layer: &Layer,
+        shape: ActShape,
+        weights: &Weights,
+        flattened: &mut bool,
+    ) -> Result<(), InferError> {
+        let unsupported =
+            || InferError::Backend(format!("layer `{name}` ({layer:?}) cannot follow a {shape:?} activation"));
+        match (*layer, shape, *flattened) {
+            (Layer::Conv(conv), ActShape::Map { h, w, .. }, false) => {
+                let step = ConvStep::new(&conv, weights.tensor(conv.weight), weights.tensor(conv.bias), h, w);
+                self.col_len = self.col_len.max(step.scratch_len());
+                self.map_steps.push(MapStep::Conv(step));
+            }
+            (Layer::MaxPool(pool), ActShape::Map { c, h, w }, false) => {
+                self.map_steps.push(MapStep::Pool(PoolStep::new(pool, c, h, w)));
+            }
+            (Layer::Lrn(lrn), ActShape::Map { c, h, w }, false) => {
+                let step = LrnStep::new(lrn, c, h * w);
+                self.sums_len = self.sums_len.max(step.scratch_len());
+                self.map_steps.push(MapStep::Lrn(step));
+            }
+            (Layer::Relu, _, false) => match self.map_steps.last_mut() {
+                Some(MapStep::Conv(conv)) if !conv.relu => conv.relu = true,
+                _ => self.map_steps.push(MapStep::Relu),
+            },
+            (Layer::Flatten, _, false) => {
+                *flattened = true;
+                self.flat_len = shape.len();
+            }
+            (Layer::Dense(dense), ActShape::Flat(n), true) if n == dense.in_features() => {
+                let step = DenseStep::new(&dense, weights.tensor(dense.weight), weights.tensor(dense.bias));
+                self.dense_steps.push(step);
+            }
+            (Layer::Relu, _, true) => match self.dense_steps.last_mut() {
+                Some(dense) if !dense.relu => dense.relu = true,
+                _ => return Err(unsupported()),
+            },
+            _ => return Err(unsupported()),
+        }
+        Ok(())
+    }
+
+    /// Floats of weights the steps hold.
+    pub(crate) fn weight_floats(&self) -> usize {
+        let maps = self.map_steps.iter().map(|step| match step {
+            MapStep::Conv(conv) => conv.weight_floats(),
+            _ => 0,
+        });
+        maps.chain(self.dense_steps.iter().map(DenseStep::weight_floats)).sum()
+    }
+
+    /// Width of the network output (the logits).
+    pub(crate) fn out_len(&self) -> usize {
+        self.dense_steps.last().map_or(self.flat_len, |d| d.out_features)
+    }
+}

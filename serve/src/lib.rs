@@ -1,0 +1,247 @@
+//! `cifar10 serve`: the model over HTTP, speaking the KServe v2 / Open Inference
+//! Protocol (so Triton and KServe clients work unchanged), with Triton's binary tensor
+//! data extension, a plain image endpoint for curl, dynamic batching and `/metrics`.
+//!
+//! Routes:
+//! - `GET /v2/health/live`, `/v2/health/ready`, `/v2` (server metadata);
+//! - `GET /v2/models/{name}[/versions/1]` (metadata), `…/ready`;
+//! - `POST /v2/models/{name}[/versions/1]/infer`: inputs `image` (UINT8 `[N,32,32,3]`)
+//!   or `input` (FP32 `[N,3,24,24]`); outputs `logits`, `probabilities`, `label`
+//!   (JSON or binary; Triton's `classification` parameter gives top-k strings);
+//! - `POST /classify?top_k=5` (or `/v2/models/{name}/classify`): a PNG or JPEG body;
+//! - `GET /metrics`: Prometheus text.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use serve::{ServeConfig, Server};
+//! let engine = infer::cpu::CpuEngine::new(&infer::random_weights(0), 1)?;
+//! let config = ServeConfig { addr: "127.0.0.1:0".into(), ..ServeConfig::default() };
+//! let server = Server::start(config, Arc::new(engine))?;
+//! println!("listening on {}", server.addr());
+//! server.shutdown()?; // finishes in-flight requests first
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod api_error;
+mod batcher;
+mod binary;
+mod inference;
+mod limits;
+mod metrics;
+mod observe;
+mod protocol;
+mod routes;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use tokio::sync::oneshot;
+
+pub use api_error::ApiError;
+pub use batcher::{BatchConfig, Batcher, SubmitError};
+pub use limits::Limits;
+pub use metrics::Metrics;
+pub use protocol::{
+    IMAGE_INPUT, LABEL_OUTPUT, LOGITS_OUTPUT, MODEL_VERSION, OUTPUTS, PREPROCESSED_INPUT, PROBABILITIES_OUTPUT,
+};
+
+use infer::Engine;
+use routes::App;
+
+/// Everything the server needs besides the engine.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address to listen on; port 0 picks a free one (see [`Server::addr`]).
+    pub addr: String,
+    /// The model's name in the URLs (`/v2/models/{name}`).
+    pub model_name: String,
+    /// Class names in label order, for the image endpoint.
+    pub class_names: Vec<String>,
+    pub limits: Limits,
+    /// Longest the first request of a batch waits for others.
+    pub max_wait: Duration,
+    /// Threads running the engine, each on its own batch.
+    pub engine_workers: usize,
+    /// Async runtime threads (HTTP parsing and routing only; the engine never runs there).
+    pub http_threads: usize,
+    /// One line per request on stderr.
+    pub log_requests: bool,
+    /// Stop on SIGTERM or Ctrl-C (the CLI); tests stop through [`Server::shutdown`].
+    pub handle_signals: bool,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            addr: "127.0.0.1:8080".into(),
+            model_name: "cifar10".into(),
+            class_names: model_format::CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
+            limits: Limits::default(),
+            max_wait: Duration::from_millis(2),
+            engine_workers: 1,
+            http_threads: 2,
+            log_requests: true,
+            handle_signals: false,
+        }
+    }
+}
+
+/// A running server. Dropping it stops it like [`Server::shutdown`].
+pub struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Server {
+    /// Binds `config.addr` and serves `engine` on a background thread. Errors if the
+    /// address cannot be bound or the runtime cannot start.
+    pub fn start(config: ServeConfig, engine: Arc<dyn Engine>) -> io::Result<Server> {
+        let listener = std::net::TcpListener::bind(&config.addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.addr)))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.http_threads.max(1))
+            // Image decoding and large-body parsing run here: bounded, so a flood of
+            // them queues instead of spawning hundreds of threads.
+            .max_blocking_threads(2 * config.http_threads.max(1))
+            .thread_name("cifar10-http")
+            .enable_all()
+            .build()?;
+        let (stop, stopped) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("cifar10-serve".into())
+            .spawn(move || run(runtime, listener, config, engine, stopped))?;
+        Ok(Server { addr, stop: Some(stop), thread: Some(thread) })
+    }
+
+    /// The address actually bound.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting connections, finishes the requests in flight, and returns.
+    pub fn shutdown(mut self) -> io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.join()
+    }
+
+    /// Serves until a signal (with `handle_signals`) stops the server.
+    pub fn wait(mut self) -> io::Result<()> {
+        self.join()
+    }
+
+    fn join(&mut self) -> io::Result<()> {
+        match self.thread.take() {
+            Some(thread) => thread.join().unwrap_or_else(|_| Err(io::Error::other("the server thread panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.join();
+    }
+}
+
+fn run(
+    runtime: tokio::runtime::Runtime,
+    listener: std::net::TcpListener,
+    config: ServeConfig,
+    engine: Arc<dyn Engine>,
+    stopped: oneshot::Receiver<()>,
+) -> io::Result<()> {
+    let metrics = Arc::new(Metrics::new(config.limits.max_batch));
+    let batch = BatchConfig {
+        max_batch: config.limits.max_batch,
+        max_wait: config.max_wait,
+        max_queued_images: config.limits.max_queued_images,
+        workers: config.engine_workers,
+    };
+    let app = Arc::new(App {
+        model_name: config.model_name.clone(),
+        backend: engine.name(),
+        class_names: config.class_names.clone().into(),
+        limits: config.limits,
+        batcher: Batcher::start(engine, batch, Arc::clone(&metrics)),
+        metrics,
+        log_requests: config.log_requests,
+        ready: AtomicBool::new(true),
+    });
+    let router = routes::router(Arc::clone(&app));
+    let served = runtime.block_on(async {
+        // Small request/response exchanges: do not let Nagle's algorithm hold them back.
+        let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let app_for_signal = Arc::clone(&app);
+        let signalled = Arc::new(tokio::sync::Notify::new());
+        let notify = Arc::clone(&signalled);
+        let signal = async move {
+            stop_requested(stopped, config.handle_signals).await;
+            app_for_signal.ready.store(false, Ordering::Relaxed);
+            if app_for_signal.log_requests {
+                eprintln!("shutting down: finishing requests in flight");
+            }
+            notify.notify_one();
+        };
+        let serving = axum::serve(listener, router).with_graceful_shutdown(signal);
+        // Requests end within the request timeout; a connection idling mid-request (no
+        // header timeout in hyper without a timer) must not hold the process forever.
+        let grace = config.limits.request_timeout + Duration::from_secs(1);
+        tokio::select! {
+            served = serving => served,
+            _ = async { signalled.notified().await; tokio::time::sleep(grace).await } => {
+                eprintln!("shutdown: gave up on connections still open after {} ms", grace.as_millis());
+                Ok(())
+            }
+        }
+    });
+    // Connections are closed: let the engine finish what is queued, then stop its threads.
+    app.batcher.shutdown();
+    drop(runtime);
+    served
+}
+
+/// Resolves on `stopped`, or on SIGTERM / Ctrl-C when `signals` is set.
+async fn stop_requested(stopped: oneshot::Receiver<()>, signals: bool) {
+    if !signals {
+        let _ = stopped.await;
+        return;
+    }
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                tokio::select! {
+                    _ = stopped => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                return;
+            }
+        };
+        tokio::select! {
+            _ = stopped => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::select! {
+        _ = stopped => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
