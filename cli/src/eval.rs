@@ -2,15 +2,17 @@
 //! confusion matrix and the throughput.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use argh::FromArgs;
-use indicatif::{ProgressBar, ProgressStyle};
 use infer::evaluation::{evaluate, Evaluation};
 use model_format::cifar::Dataset;
 use serde_json::json;
+
+use cifar10_cli::plot::{self, ConfusionChart};
+use cifar10_cli::progress::{Mode, Progress};
 
 use crate::{backend, output};
 
@@ -36,25 +38,28 @@ pub struct EvalArgs {
     /// images per engine call (default 128)
     #[argh(option, default = "128")]
     batch_size: usize,
+    /// also draw the confusion matrix and per-class accuracy into this file: PNG, or SVG when
+    /// the name ends in .svg (replaced atomically; never the model file or a non-regular file)
+    #[argh(option)]
+    plot: Option<PathBuf>,
 }
 
 pub fn run(args: EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if args.batch_size == 0 || args.threads == 0 {
         return Err("--batch-size and --threads must be at least 1".into());
     }
+    if let Some(path) = &args.plot {
+        // Before minutes of work, not after.
+        plot::check_output(path, &args.model)?;
+    }
     let classifier = backend::open_classifier(&args.backend, &args.model, args.threads)?;
     let dataset = Dataset::locate(args.data_dir.as_deref())?;
     let records = dataset.test()?;
-    let bar = ProgressBar::new(records.len() as u64).with_style(
-        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} images ({per_sec}, eta {eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_message("evaluating");
+    let progress = Progress::new(Mode::for_stderr(), "evaluating", "images", records.len() as u64);
     let start = Instant::now();
-    let result = evaluate(classifier.engine(), &records, args.batch_size, |done| bar.set_position(done as u64))?;
+    let result = evaluate(classifier.engine(), &records, args.batch_size, |done| progress.set_position(done as u64))?;
     let seconds = start.elapsed().as_secs_f64();
-    bar.finish_and_clear();
+    progress.finish();
     let per_second = result.total() as f64 / seconds;
     let names = classifier.class_names();
     let text = if args.json {
@@ -63,7 +68,24 @@ pub fn run(args: EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         report_text(&result, names, per_second, &args, &dataset)?
     };
     output::print(&text)?;
+    if let Some(path) = &args.plot {
+        save_plot(&result, names, &args, path)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn save_plot(result: &Evaluation, names: &[String], args: &EvalArgs, path: &Path) -> Result<(), plot::PlotError> {
+    let model = args.model.file_name().map_or_else(|| args.model.display().to_string(), |n| n.to_string_lossy().into());
+    let title = format!(
+        "{model} on CIFAR-10 test images: precision@1 {:.4} ({}/{})",
+        result.precision_at_1(),
+        result.correct(),
+        result.total()
+    );
+    let chart = ConfusionChart { confusion: &result.confusion, class_names: names, title };
+    plot::save(&chart, path, &args.model)?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
 }
 
 fn report_json(

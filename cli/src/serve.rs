@@ -1,6 +1,6 @@
 //! `cifar10 serve`: the model over HTTP (KServe v2 / Open Inference Protocol, Triton's
-//! binary extension, a plain image endpoint, `/metrics`). The server lives in
-//! `infer::serve`; this file turns flags into its configuration.
+//! binary extension, a plain image endpoint, `/metrics`, a page at `/`). The server lives in
+//! the `serve` crate; this file turns flags into its configuration.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 use model_format::Weights;
-use serve::{Limits, ServeConfig, Server};
+use serve::{Limits, ModelCard, ServeConfig, Server};
 
 use crate::backend;
 
@@ -87,10 +87,11 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         http_threads: args.http_threads,
         log_requests: !args.quiet,
         handle_signals: true,
+        model_card: Some(ModelCard::from_metadata(&weights.metadata, args.model.display().to_string())),
     };
     let server = Server::start(config, Arc::from(engine))?;
     eprintln!(
-        "serving {} as '{}' on http://{} ({} backend, {workers} engine worker(s) × {} thread(s), batches up to {} images / {} ms)",
+        "serving {} as '{}' on http://{} (page at /; {} backend, {workers} engine worker(s) × {} thread(s), batches up to {} images / {} ms)",
         args.model.display(),
         args.name,
         server.addr(),

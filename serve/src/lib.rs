@@ -9,7 +9,8 @@
 //!   or `input` (FP32 `[N,3,24,24]`); outputs `logits`, `probabilities`, `label`
 //!   (JSON or binary; Triton's `classification` parameter gives top-k strings);
 //! - `POST /classify?top_k=5` (or `/v2/models/{name}/classify`): a PNG or JPEG body;
-//! - `GET /metrics`: Prometheus text.
+//! - `GET /metrics`: Prometheus text;
+//! - `GET /`: a page to classify an image in a browser; `GET /model-card`: what it shows.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -29,6 +30,7 @@ mod inference;
 mod limits;
 mod metrics;
 mod observe;
+mod page;
 mod protocol;
 mod routes;
 
@@ -46,6 +48,7 @@ pub use api_error::ApiError;
 pub use batcher::{BatchConfig, Batcher, SubmitError};
 pub use limits::Limits;
 pub use metrics::Metrics;
+pub use page::ModelCard;
 pub use protocol::{
     IMAGE_INPUT, LABEL_OUTPUT, LOGITS_OUTPUT, MODEL_VERSION, OUTPUTS, PREPROCESSED_INPUT, PROBABILITIES_OUTPUT,
 };
@@ -73,6 +76,8 @@ pub struct ServeConfig {
     pub log_requests: bool,
     /// Stop on SIGTERM or Ctrl-C (the CLI); tests stop through [`Server::shutdown`].
     pub handle_signals: bool,
+    /// The weights' metadata for the page's model card (`GET /model-card`), when known.
+    pub model_card: Option<ModelCard>,
 }
 
 impl Default for ServeConfig {
@@ -87,6 +92,7 @@ impl Default for ServeConfig {
             http_threads: 2,
             log_requests: true,
             handle_signals: false,
+            model_card: None,
         }
     }
 }
@@ -173,6 +179,7 @@ fn run(
     let app = Arc::new(App {
         model_name: config.model_name.clone(),
         backend: engine.name(),
+        page: page::Page::new(&config, engine.name()),
         class_names: config.class_names.clone().into(),
         limits: config.limits,
         batcher: Batcher::start(engine, batch, Arc::clone(&metrics)),

@@ -22,6 +22,7 @@ use super::inference::{decode_request, encode_response, preprocess_images};
 use super::limits::Limits;
 use super::metrics::Metrics;
 use super::observe;
+use super::page::{self, Page};
 use super::protocol::{ModelMetadata, MODEL_VERSION};
 use infer::image_input::decode_hwc;
 use infer::prediction::Prediction;
@@ -43,6 +44,8 @@ pub struct App {
     pub log_requests: bool,
     /// False once shutdown has begun.
     pub ready: AtomicBool,
+    /// The browser page's model card.
+    pub page: Page,
 }
 
 impl App {
@@ -93,6 +96,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v2/models/{name}/classify", post(classify_model))
         .route("/classify", post(classify))
         .route("/metrics", get(metrics))
+        .route("/", get(page::index))
+        .route("/model-card", get(page::model_card))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -1,0 +1,308 @@
+//! The page at `GET /`, driven in a real browser: Debian's headless `chromium` through
+//! `chromedriver` (WebDriver). It uploads record 0 of the in-repo sample as a PNG and checks
+//! the top-1 label and probability shown against the library's answer for the same image,
+//! the 32×32 preview against the image's pixels, the model card, the messages for a file
+//! that is not an image and one that is too large, and the layout at phone width. It saves
+//! screenshots under `target/` (README shows a copy kept in `docs/`).
+//!
+//! Needs `chromium` and `chromedriver` on PATH: `bash scripts/setup-browser.sh` installs them.
+//! Without them this test fails (it does not skip).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use image::RgbImage;
+use infer::cpu::CpuEngine;
+use infer::Classifier;
+use model_format::cifar::Records;
+use model_format::Weights;
+use serde_json::json;
+use serve::{Limits, ModelCard, ServeConfig, Server};
+
+/// Larger than any sample image, small enough to test the "too large" message cheaply.
+const MAX_BODY_BYTES: usize = 64 << 10;
+/// How long the page may take to show an answer: generous, for a loaded CI machine; only a
+/// bound so that a broken page fails instead of hanging.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The full path of `program` on PATH, or a failure that says how to install it.
+fn require(program: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`{program}` is not installed: run `bash scripts/setup-browser.sh` (installs Debian's chromium and \
+                 chromium-driver), then run the tests again"
+            )
+        })
+}
+
+/// chromedriver on a free loopback port; killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let chromedriver = require("chromedriver");
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        Driver { child, url: format!("http://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh, empty temporary folder for this test.
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cifar10-page-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A headless Chromium session, retried while chromedriver is still starting.
+async fn browser(driver: &Driver, profile: &Path) -> Client {
+    let chromium = require("chromium");
+    let mut args: Vec<String> = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1200,900",
+    ]
+    .map(String::from)
+    .into();
+    args.push(format!("--user-data-dir={}", profile.display()));
+    let capabilities = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": { "binary": chromium, "args": args },
+    });
+    let serde_json::Value::Object(capabilities) = capabilities else { unreachable!() };
+    let mut last_error = String::new();
+    for _ in 0..100 {
+        match ClientBuilder::new(HttpConnector::new()).capabilities(capabilities.clone()).connect(&driver.url).await {
+            Ok(client) => return client,
+            Err(e) => last_error = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no WebDriver session from chromedriver at {}: {last_error}", driver.url);
+}
+
+/// The bundled model, served with its model card, on a free loopback port.
+fn start_server() -> (Server, Classifier, Weights) {
+    let model = repo().join("models/cifar10.safetensors");
+    let weights = Weights::load(&model).unwrap();
+    let engine: Arc<dyn infer::Engine> = Arc::new(CpuEngine::new(&weights, 1).unwrap());
+    let config = ServeConfig {
+        addr: "127.0.0.1:0".into(),
+        log_requests: false,
+        class_names: weights.metadata.class_names.clone(),
+        limits: Limits { max_body_bytes: MAX_BODY_BYTES, ..Limits::default() },
+        model_card: Some(ModelCard::from_metadata(&weights.metadata, "models/cifar10.safetensors")),
+        ..ServeConfig::default()
+    };
+    let server = Server::start(config, engine).unwrap();
+    // The library's answer comes from its own classifier, not the server's engine.
+    let classifier = Classifier::from_path(&model).unwrap();
+    (server, classifier, weights)
+}
+
+/// Record 0 of the in-repo sample as interleaved RGB, and its bytes as a PNG file in `dir`.
+fn sample_png(dir: &Path) -> (Vec<u8>, PathBuf) {
+    let records = Records::read_file(repo().join("data/sample/test_batch.bin")).unwrap();
+    let planar = records.image(0);
+    let hwc: Vec<u8> = (0..32 * 32).flat_map(|p| (0..3).map(move |c| planar[c * 1024 + p])).collect();
+    let path = dir.join("record0.png");
+    RgbImage::from_raw(32, 32, hwc.clone()).unwrap().save(&path).unwrap();
+    (hwc, path)
+}
+
+async fn text_of(client: &Client, css: &str) -> String {
+    client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no {css}: {e}")).text().await.unwrap()
+}
+
+async fn upload(client: &Client, file: &Path) {
+    let input = client.find(Locator::Css("#file")).await.expect("a file input");
+    input.send_keys(&file.display().to_string()).await.expect("the file is chosen");
+}
+
+/// Waits until `css` matches an element, failing with the page's status line if it never does.
+async fn wait_for(client: &Client, css: &str) {
+    if let Err(e) = client.wait().at_most(PATIENCE).for_element(Locator::Css(css)).await {
+        let status = text_of(client, "#status").await;
+        let error = text_of(client, "#error").await;
+        panic!("the page never showed {css} ({e}); status: {status:?}; error: {error:?}");
+    }
+}
+
+/// Waits until the text of `css` contains `needle`, and returns that text.
+async fn wait_for_text(client: &Client, css: &str, needle: &str) -> String {
+    let period = Duration::from_millis(100);
+    let mut text = String::new();
+    for _ in 0..PATIENCE.as_millis() / period.as_millis() {
+        text = text_of(client, css).await;
+        if text.contains(needle) {
+            return text;
+        }
+        tokio::time::sleep(period).await;
+    }
+    panic!("{css} never said {needle:?}; it says {text:?}");
+}
+
+fn save_screenshot(png: &[u8], name: &str) -> PathBuf {
+    let path = repo().join("target").join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, png).unwrap();
+    eprintln!("screenshot: {}", path.display());
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_classifies_an_upload_as_the_library_does() {
+    let dir = temp_dir("run");
+    let (server, classifier, weights) = start_server();
+    let driver = Driver::start();
+    let client = browser(&driver, &dir.join("profile")).await;
+    let outcome = check_page(&client, &server, &classifier, &weights, &dir).await;
+    let _ = client.close().await;
+    drop(driver);
+    server.shutdown().unwrap();
+    outcome.unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+async fn check_page(
+    client: &Client,
+    server: &Server,
+    classifier: &Classifier,
+    weights: &Weights,
+    dir: &Path,
+) -> Result<(), String> {
+    client.goto(&format!("http://{}/", server.addr())).await.map_err(|e| e.to_string())?;
+    assert_eq!(client.title().await.unwrap(), "CIFAR-10 classifier");
+    check_model_card(client, weights).await;
+    check_classification(client, classifier, dir).await;
+    let screenshot = client.screenshot().await.map_err(|e| e.to_string())?;
+    save_screenshot(&screenshot, "page.png");
+    check_phone_width(client).await;
+    check_not_an_image(client, dir).await;
+    check_too_large(client, dir).await;
+    Ok(())
+}
+
+async fn check_model_card(client: &Client, weights: &Weights) {
+    wait_for(client, "#card dd + dt").await;
+    let card = text_of(client, "#card").await;
+    let metadata = &weights.metadata;
+    let step = metadata.step.expect("the bundled model records its step");
+    let precision = metadata.precision_at_1.expect("the bundled model records its precision");
+    let fingerprint = metadata.dataset_fingerprint.as_deref().expect("the bundled model records its data");
+    for expected in [
+        "cifar10".to_string(),
+        thousands(step),
+        format!("{precision:.4}"),
+        fingerprint.to_string(),
+        "cpu".to_string(),
+        "up to 64 images".to_string(),
+    ] {
+        assert!(card.contains(&expected), "the model card has no {expected:?}:\n{card}");
+    }
+}
+
+/// `21351` as the page writes it: `21,351`.
+fn thousands(n: u64) -> String {
+    let digits: Vec<char> = n.to_string().chars().collect();
+    let groups: Vec<String> = digits.rchunks(3).rev().map(|g| g.iter().collect()).collect();
+    groups.join(",")
+}
+
+async fn check_classification(client: &Client, classifier: &Classifier, dir: &Path) {
+    let (hwc, png) = sample_png(dir);
+    upload(client, &png).await;
+    wait_for(client, "#top5 li").await;
+    let rows = client.find_all(Locator::Css("#top5 li")).await.unwrap();
+    assert_eq!(rows.len(), 5, "five classes shown");
+
+    let expected = classifier.classify_image(&std::fs::read(&png).unwrap(), "record0.png").unwrap();
+    let top = &expected.top_k(1)[0];
+    let shown_label = rows[0].find(Locator::Css(".label")).await.unwrap().text().await.unwrap();
+    let shown_percent = rows[0].find(Locator::Css(".probability")).await.unwrap().text().await.unwrap();
+    let exact: f32 = rows[0].attr("data-probability").await.unwrap().unwrap().parse().unwrap();
+    assert_eq!(shown_label, top.label, "top-1 label");
+    assert_eq!(shown_percent, format!("{:.1}%", 100.0 * top.probability), "top-1 probability as shown");
+    assert!((exact - top.probability).abs() <= 1e-6, "top-1 probability {exact} vs the library's {}", top.probability);
+    assert!(text_of(client, "#latency").await.contains(" ms"), "no latency shown");
+
+    // The preview is the image as the model sees it: a 32×32 PNG is shown pixel for pixel.
+    let preview = client
+        .execute(
+            "const c = document.getElementById('resized'); \
+             return Array.from(c.getContext('2d').getImageData(0, 0, 32, 32).data);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let rgba: Vec<u8> = serde_json::from_value(preview).unwrap();
+    let rgb: Vec<u8> = rgba.chunks_exact(4).flat_map(|p| p[..3].to_vec()).collect();
+    assert_eq!(rgb, hwc, "the 32×32 preview is not the image's pixels");
+}
+
+async fn check_phone_width(client: &Client) {
+    let (width, height) = client.get_window_size().await.unwrap();
+    client.set_window_size(390, 844).await.unwrap();
+    let overflow = client
+        .execute("return document.documentElement.scrollWidth - document.documentElement.clientWidth;", vec![])
+        .await
+        .unwrap();
+    save_screenshot(&client.screenshot().await.unwrap(), "page-phone.png");
+    assert_eq!(overflow.as_i64(), Some(0), "the page scrolls sideways at phone width");
+    client.set_window_size(width as u32, height as u32).await.unwrap();
+}
+
+async fn check_not_an_image(client: &Client, dir: &Path) {
+    let notes = dir.join("notes.txt");
+    std::fs::write(&notes, "these are notes, not a picture\n").unwrap();
+    upload(client, &notes).await;
+    let message = wait_for_text(client, "#error", "could not read this file as an image").await;
+    assert!(message.contains("not a PNG or JPEG image"), "the server's reason is missing: {message}");
+    assert!(client.find_all(Locator::Css("#top5 li")).await.unwrap().is_empty(), "stale results shown");
+}
+
+async fn check_too_large(client: &Client, dir: &Path) {
+    let big = dir.join("big.png");
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.resize(MAX_BODY_BYTES + 1, 0);
+    std::fs::write(&big, bytes).unwrap();
+    upload(client, &big).await;
+    wait_for_text(client, "#error", "too large").await;
+}
