@@ -28,9 +28,8 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'unsafe-in
 /// What is known about the served weights, from their file's metadata: the page's model card.
 ///
 /// ```
-/// let mut metadata = model_format::weights::Metadata::default();
-/// metadata.step = Some(21_351);
-/// metadata.precision_at_1 = Some(0.8124);
+/// use model_format::weights::Metadata;
+/// let metadata = Metadata { step: Some(21_351), precision_at_1: Some(0.8124), ..Metadata::default() };
 /// let card = serve::ModelCard::from_metadata(&metadata, "models/cifar10.safetensors");
 /// assert_eq!(card.step, Some(21_351));
 /// assert_eq!(card.file.as_deref(), Some("models/cifar10.safetensors"));
@@ -123,9 +122,7 @@ mod tests {
 
     #[test]
     fn the_card_has_the_metadata_and_the_batch_settings() {
-        let mut metadata = Metadata::default();
-        metadata.step = Some(7);
-        metadata.dataset_fingerprint = Some("abc".into());
+        let metadata = Metadata { step: Some(7), dataset_fingerprint: Some("abc".into()), ..Metadata::default() };
         let config = ServeConfig {
             model_card: Some(ModelCard::from_metadata(&metadata, "m.safetensors")),
             ..ServeConfig::default()

@@ -24,8 +24,6 @@ use model_format::Weights;
 use serde_json::json;
 use serve::{Limits, ModelCard, ServeConfig, Server};
 
-/// Larger than any sample image, small enough to test the "too large" message cheaply.
-const MAX_BODY_BYTES: usize = 64 << 10;
 /// How long the page may take to show an answer: generous, for a loaded CI machine; only a
 /// bound so that a broken page fails instead of hanging.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -97,7 +95,9 @@ async fn browser(driver: &Driver, profile: &Path) -> Client {
         "--disable-component-update",
         "--disable-sync",
         "--disable-dev-shm-usage",
-        "--window-size=1200,900",
+        // Only loopback is reachable: never route the page's requests through a proxy.
+        "--no-proxy-server",
+        "--window-size=1100,1000",
     ]
     .map(String::from)
     .into();
@@ -127,7 +127,6 @@ fn start_server() -> (Server, Classifier, Weights) {
         addr: "127.0.0.1:0".into(),
         log_requests: false,
         class_names: weights.metadata.class_names.clone(),
-        limits: Limits { max_body_bytes: MAX_BODY_BYTES, ..Limits::default() },
         model_card: Some(ModelCard::from_metadata(&weights.metadata, "models/cifar10.safetensors")),
         ..ServeConfig::default()
     };
@@ -214,6 +213,7 @@ async fn check_page(
     check_classification(client, classifier, dir).await;
     let screenshot = client.screenshot().await.map_err(|e| e.to_string())?;
     save_screenshot(&screenshot, "page.png");
+    check_preview_of_a_larger_image(client, dir).await;
     check_phone_width(client).await;
     check_not_an_image(client, dir).await;
     check_too_large(client, dir).await;
@@ -264,17 +264,37 @@ async fn check_classification(client: &Client, classifier: &Classifier, dir: &Pa
     assert!(text_of(client, "#latency").await.contains(" ms"), "no latency shown");
 
     // The preview is the image as the model sees it: a 32×32 PNG is shown pixel for pixel.
-    let preview = client
-        .execute(
-            "const c = document.getElementById('resized'); \
-             return Array.from(c.getContext('2d').getImageData(0, 0, 32, 32).data);",
-            vec![],
-        )
-        .await
-        .unwrap();
-    let rgba: Vec<u8> = serde_json::from_value(preview).unwrap();
-    let rgb: Vec<u8> = rgba.chunks_exact(4).flat_map(|p| p[..3].to_vec()).collect();
-    assert_eq!(rgb, hwc, "the 32×32 preview is not the image's pixels");
+    assert_eq!(preview_pixels(client).await, hwc, "the 32×32 preview is not the image's pixels");
+}
+
+/// The 32×32 RGB pixels the page shows, once drawn (the page clears the preview when a file
+/// is chosen and draws it after decoding, alongside the request).
+async fn preview_pixels(client: &Client) -> Vec<u8> {
+    let script = "const c = document.getElementById('resized'); \
+                  return Array.from(c.getContext('2d').getImageData(0, 0, 32, 32).data);";
+    let mut rgba: Vec<u8> = Vec::new();
+    for _ in 0..PATIENCE.as_millis() / 100 {
+        rgba = serde_json::from_value(client.execute(script, vec![]).await.unwrap()).unwrap();
+        if rgba.chunks_exact(4).any(|p| p[3] != 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rgba.chunks_exact(4).flat_map(|p| p[..3].to_vec()).collect()
+}
+
+/// A larger image is scaled in the page as the server scales it (the page redoes the
+/// server's triangle filter in JavaScript; float rounding may differ by one level).
+async fn check_preview_of_a_larger_image(client: &Client, dir: &Path) {
+    let image = RgbImage::from_fn(97, 61, |x, y| image::Rgb([(x * 5) as u8, (y * 7 + x) as u8, ((x ^ y) * 3) as u8]));
+    let path = dir.join("larger.png");
+    image.save(&path).unwrap();
+    upload(client, &path).await;
+    wait_for_text(client, "#status", "larger.png: ").await;
+    let served = infer::image_input::decode_hwc(&std::fs::read(&path).unwrap(), "larger.png").unwrap();
+    let shown = preview_pixels(client).await;
+    let worst = shown.iter().zip(&served).map(|(&a, &b)| a.abs_diff(b)).max().unwrap();
+    assert!(worst <= 1, "the preview differs from the server's 32×32 by up to {worst} levels");
 }
 
 async fn check_phone_width(client: &Client) {
@@ -301,7 +321,7 @@ async fn check_not_an_image(client: &Client, dir: &Path) {
 async fn check_too_large(client: &Client, dir: &Path) {
     let big = dir.join("big.png");
     let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
-    bytes.resize(MAX_BODY_BYTES + 1, 0);
+    bytes.resize(Limits::default().max_body_bytes + 1, 0);
     std::fs::write(&big, bytes).unwrap();
     upload(client, &big).await;
     wait_for_text(client, "#error", "too large").await;
