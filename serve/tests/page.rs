@@ -2,11 +2,14 @@
 //! `chromedriver` (WebDriver). It uploads record 0 of the in-repo sample as a PNG and checks
 //! the top-1 label and probability shown against the library's answer for the same image,
 //! the 32×32 preview against the image's pixels, the model card, the messages for a file
-//! that is not an image and one that is too large, and the layout at phone width. It saves
+//! that is not an image, one that is too large and a busy server, and the layout at phone
+//! width. It saves
 //! screenshots under `target/` (README shows a copy kept in `docs/`).
 //!
 //! Needs `chromium` and `chromedriver` on PATH: `bash scripts/setup-browser.sh` installs them.
 //! Without them this test fails (it does not skip).
+
+mod serve_support;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -192,7 +195,10 @@ async fn the_page_classifies_an_upload_as_the_library_does() {
     let (server, classifier, weights) = start_server();
     let driver = Driver::start();
     let client = browser(&driver, &dir.join("profile")).await;
-    let outcome = check_page(&client, &server, &classifier, &weights, &dir).await;
+    let mut outcome = check_page(&client, &server, &classifier, &weights, &dir).await;
+    if outcome.is_ok() {
+        outcome = check_busy_server(&client, &dir).await;
+    }
     let _ = client.close().await;
     drop(driver);
     server.shutdown().unwrap();
@@ -210,6 +216,7 @@ async fn check_page(
     client.goto(&format!("http://{}/", server.addr())).await.map_err(|e| e.to_string())?;
     assert_eq!(client.title().await.unwrap(), "CIFAR-10 classifier");
     check_model_card(client, weights).await;
+    check_labels_and_keyboard(client).await;
     check_classification(client, classifier, dir).await;
     let screenshot = client.screenshot().await.map_err(|e| e.to_string())?;
     save_screenshot(&screenshot, "page.png");
@@ -218,6 +225,77 @@ async fn check_page(
     check_not_an_image(client, dir).await;
     check_too_large(client, dir).await;
     Ok(())
+}
+
+/// A server whose engine is stuck with a full queue answers 503: the page says it is busy.
+async fn check_busy_server(client: &Client, dir: &Path) -> Result<(), String> {
+    use serve_support::{get, image, image_request, metric, post_json, start, GatedEngine};
+    let engine = GatedEngine::new();
+    let server = start(engine.clone(), |c| {
+        c.max_wait = Duration::ZERO;
+        c.limits = Limits { max_batch: 1, max_queued_images: 1, ..Limits::default() };
+    });
+    let addr = server.addr();
+    // The gate is held on a thread of its own (not across this function's awaits) until
+    // `release` is sent or dropped.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (closed_tx, closed) = std::sync::mpsc::channel();
+    let gate_engine = engine.clone();
+    let holder = std::thread::spawn(move || {
+        let _closed = gate_engine.gate.lock().unwrap();
+        closed_tx.send(()).unwrap();
+        let _ = released.recv();
+    });
+    closed.recv().unwrap();
+    let infer = move || post_json(addr, "/v2/models/cifar10/infer", &image_request(&image(0), 1)).status;
+    let running = std::thread::spawn(infer);
+    engine.wait_entered(1);
+    let queued = std::thread::spawn(infer);
+    let depth = |addr| metric(&String::from_utf8(get(addr, "/metrics").body).unwrap(), "cifar10_queue_depth_images");
+    for _ in 0..PATIENCE.as_millis() / 10 {
+        if depth(addr) >= 1.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(depth(addr) >= 1.0, "the second request never queued");
+
+    client.goto(&format!("http://{addr}/")).await.map_err(|e| e.to_string())?;
+    wait_for(client, "#card dd + dt").await;
+    let (_, png) = sample_png(dir);
+    upload(client, &png).await;
+    let message = wait_for_text(client, "#error", "busy").await;
+    assert!(message.contains("overloaded"), "the server's reason is missing: {message}");
+    save_screenshot(&client.screenshot().await.map_err(|e| e.to_string())?, "page-busy.png");
+
+    drop(release);
+    holder.join().unwrap();
+    assert_eq!(running.join().unwrap(), 200);
+    assert_eq!(queued.join().unwrap(), 200);
+    server.shutdown().map_err(|e| e.to_string())
+}
+
+/// Every control has a name, and the keyboard reaches the drop zone, then the file input.
+async fn check_labels_and_keyboard(client: &Client) {
+    let unnamed = client
+        .execute(
+            "return [...document.querySelectorAll('input, button, [role=button], [role=img], canvas')] \
+               .filter(e => !((e.labels && e.labels.length ? e.labels[0].textContent : '') \
+                              || e.getAttribute('aria-label') || e.getAttribute('aria-labelledby') \
+                              || e.textContent).trim()) \
+               .map(e => e.outerHTML.slice(0, 80));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(unnamed, json!([]), "controls without a label");
+    client.execute("document.activeElement.blur(); window.focus();", vec![]).await.unwrap();
+    const TAB: &str = "\u{E004}";
+    let body = client.find(Locator::Css("body")).await.unwrap();
+    body.send_keys(TAB).await.unwrap();
+    assert_eq!(client.active_element().await.unwrap().attr("id").await.unwrap().as_deref(), Some("drop"));
+    client.active_element().await.unwrap().send_keys(TAB).await.unwrap();
+    assert_eq!(client.active_element().await.unwrap().attr("id").await.unwrap().as_deref(), Some("file"));
 }
 
 async fn check_model_card(client: &Client, weights: &Weights) {
