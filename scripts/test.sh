@@ -18,7 +18,7 @@ cargo fmt --all --check
 echo "test.sh: clippy"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 echo "test.sh: docs"
-RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features --locked --quiet
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --lib --no-deps --all-features --locked --quiet
 echo "test.sh: the edge build (infer without default features)"
 cargo build -p infer --no-default-features --locked --quiet
 echo "test.sh: tests"
