@@ -1,10 +1,14 @@
 //! Admission of request bodies, before any byte of them is read: an announced body over
 //! the limit is refused with 413 at once (so a client sending `Expect: 100-continue`
 //! never gets "100 Continue"), and a large body is read only while holding one of a few
-//! permits, so that the memory bodies and their parsing take has a fixed bound.
+//! permits, so that the memory bodies and their parsing take has a fixed bound. A large
+//! body is gathered here into one buffer of its announced size, so that it is never held
+//! twice (as chunks, then as their concatenation).
 
+use std::pin::Pin;
 use std::sync::Arc;
 
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -42,7 +46,7 @@ fn announced_length(request: &Request) -> Option<u64> {
 }
 
 /// Refuses announced oversize bodies with 413; holds a permit while a large (or
-/// unannounced) body is read, parsed and answered.
+/// unannounced) body or an image is read, parsed and answered.
 pub async fn admit(State(admission): State<Arc<Admission>>, request: Request, next: Next) -> Response {
     let length = announced_length(&request);
     if let Some(length) = length.filter(|&length| length > admission.max_body_bytes as u64) {
@@ -55,11 +59,39 @@ pub async fn admit(State(admission): State<Arc<Admission>>, request: Request, ne
         }
         .into_response();
     }
-    if length.is_some_and(|length| length <= SMALL_BODY_BYTES as u64) {
+    // Decoding an image may take `MAX_DECODE_BYTES` however small its file: images always
+    // take a permit.
+    let image = request.uri().path().ends_with("/classify");
+    if !image && length.is_some_and(|length| length <= SMALL_BODY_BYTES as u64) {
         return next.run(request).await;
     }
     let Ok(_permit) = Arc::clone(&admission.large_bodies).acquire_owned().await else {
         return ApiError::unavailable("server is shutting down").into_response();
     };
-    next.run(request).await
+    let (parts, body) = request.into_parts();
+    match gather(body, length, admission.max_body_bytes).await {
+        Ok(bytes) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Reads a whole body into one buffer (sized from `length` when announced); 413 once it
+/// passes `limit` bytes.
+async fn gather(mut body: Body, length: Option<u64>, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        message: format!("request body is larger than the limit of {limit} bytes"),
+    };
+    let capacity = length.map_or(SMALL_BODY_BYTES, |length| length as usize);
+    let mut bytes = Vec::with_capacity(capacity);
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(bytes))
 }

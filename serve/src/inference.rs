@@ -12,7 +12,7 @@ use super::protocol::{
     TensorData, INPUT_SPECS, LABEL_OUTPUT, LOGITS_OUTPUT, MAX_INPUT_MAGNITUDE, MODEL_VERSION, OUTPUTS,
     PROBABILITIES_OUTPUT,
 };
-use super::request_json::{Param, Parameters, TensorValues};
+use super::request_json::{with_value_cap, Param, Parameters, TensorValues};
 use infer::prediction::{argmax, ranked, softmax};
 use infer::InferError;
 
@@ -41,12 +41,14 @@ pub struct OutputRequest {
 /// Parses and validates an inference request body (JSON, or JSON + binary tensors when
 /// `header_length` is given). Every error names the input, field or limit at fault.
 ///
-/// Memory: the parsed request holds the tensor values as `f32`s (at most twice the JSON
-/// text's size, as a value takes at least two characters) and little else; nothing else
-/// a client sends is stored beyond a few bytes.
+/// Memory: the parsed request holds at most `max_batch × 3,072` tensor values as `f32`s
+/// (further ones are only counted) and little else; nothing else a client sends is
+/// stored beyond a few bytes.
 pub fn decode_request(body: &[u8], header_length: Option<&str>, max_batch: usize) -> Result<Decoded, ApiError> {
     let (json, binary) = split_body(body, header_length)?;
-    let request: InferRequest = serde_json::from_slice(json)
+    // No input needs more values than a full batch of the larger kind.
+    let cap = max_batch.saturating_mul(IMAGE_LEN.max(INPUT_LEN));
+    let request: InferRequest = with_value_cap(cap, || serde_json::from_slice(json))
         .map_err(|e| ApiError::bad_request(format!("malformed inference request JSON: {e}")))?;
     let (Some(input), 1) = (request.inputs.first, request.inputs.count) else {
         return Err(ApiError::bad_request(format!(
@@ -132,7 +134,7 @@ fn from_binary(spec: &InputSpec, bytes: &[u8], images: usize) -> Result<Vec<f32>
 }
 
 fn from_json(spec: &InputSpec, data: TensorValues, count: usize, images: usize) -> Result<Vec<f32>, ApiError> {
-    let found = data.values.len();
+    let found = data.count;
     if found != count {
         return Err(ApiError::bad_request(format!(
             "input '{}' has {found} data values, its shape needs {count}",

@@ -5,17 +5,21 @@
 //! Memory, per request and in total (defaults in brackets; the README states the same):
 //! - a body is refused with 413 before it is read when its Content-Length is above
 //!   `max_body_bytes` [16 MiB], and as soon as it grows past it otherwise;
-//! - a body over [`SMALL_BODY_BYTES`] (32 KiB) is read only while holding one of
-//!   `max_large_bodies` [2] permits; parsing it takes at most about 5× its size for JSON
-//!   (tensor values go straight into `f32`s, never through `serde_json::Value`), and
-//!   decoding an image at most `infer::image_input::MAX_DECODE_BYTES` (160 MiB);
+//! - a body over [`SMALL_BODY_BYTES`] (32 KiB), and any image, is read only while holding
+//!   one of `max_large_bodies` [2] permits, into one buffer of its size; parsing JSON then
+//!   keeps at most `max_batch × 3,072` tensor values (12 KiB an image: tensor values go
+//!   straight into `f32`s, never through `serde_json::Value`, and values beyond a full
+//!   batch are only counted), and decoding an image takes at most
+//!   `infer::image_input::MAX_DECODE_BYTES` (160 MiB);
 //! - at most `max_connections` [256] connections are open, each holding at most a small
-//!   body and hyper's read buffer (about 400 KiB) for headers, which must arrive within
-//!   `header_timeout` [10 s].
+//!   body (twice, while it is gathered: 64 KiB) and hyper's read buffer for headers
+//!   (at most 408 KiB), which must arrive within `header_timeout` [10 s].
 //!
 //! So the server's memory above its idle size stays below
-//! `max_large_bodies × (max_body_bytes + max(5 × max_body_bytes, 160 MiB)) +
-//! max_connections × 432 KiB` (about 460 MiB with the defaults).
+//! `max_large_bodies × (max_body_bytes + max(max_batch × 24 KiB, 160 MiB)) +
+//! max_connections × 472 KiB`: about 470 MiB with the defaults, of which 155 MiB without
+//! image decoding, plus what the allocator keeps of freed buffers (measured: up to two
+//! more bodies).
 
 use std::time::Duration;
 

@@ -4,6 +4,7 @@
 //! one or a few of are cut short. Nothing goes through `serde_json::Value`, whose tree
 //! costs about 50 times the text it holds.
 
+use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -13,11 +14,29 @@ use serde::Deserialize;
 /// The longest text kept to describe a bad value in an error message.
 const SHOWN_CHARS: usize = 40;
 
+thread_local! {
+    /// Most values a tensor may keep on this thread (see [`with_value_cap`]). serde gives a
+    /// `Deserialize` impl no context, hence a thread-local for the one number it needs.
+    static VALUE_CAP: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// Runs `parse` with tensors keeping at most `cap` values (the rest are only counted): a
+/// request cannot need more than its largest batch holds, however many it sends.
+pub fn with_value_cap<T>(cap: usize, parse: impl FnOnce() -> T) -> T {
+    let before = VALUE_CAP.with(|c| c.replace(cap));
+    let result = parse();
+    VALUE_CAP.with(|c| c.set(before));
+    result
+}
+
 /// A tensor's values, flattened from (possibly nested) JSON arrays, with the first value
 /// that is not a number and the first that is not a byte, for the error messages.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TensorValues {
+    /// The first values, up to the cap of [`with_value_cap`].
     pub values: Vec<f32>,
+    /// How many values there were in all.
+    pub count: usize,
     /// Index and text of the first value that is not a JSON number.
     pub first_non_number: Option<(usize, String)>,
     /// Index and text of the first value that is not an integer in 0..=255.
@@ -27,16 +46,23 @@ pub struct TensorValues {
 impl TensorValues {
     fn push_number(&mut self, value: f32, byte: bool, text: impl FnOnce() -> String) {
         if !byte && self.first_non_byte.is_none() {
-            self.first_non_byte = Some((self.values.len(), text()));
+            self.first_non_byte = Some((self.count, text()));
         }
-        self.values.push(value);
+        self.push(value);
     }
 
     fn push_other(&mut self, text: String) {
-        let index = self.values.len();
+        let index = self.count;
         self.first_non_number.get_or_insert_with(|| (index, text.clone()));
         self.first_non_byte.get_or_insert((index, text));
-        self.values.push(0.0);
+        self.push(0.0);
+    }
+
+    fn push(&mut self, value: f32) {
+        if self.count < VALUE_CAP.with(Cell::get) {
+            self.values.push(value);
+        }
+        self.count += 1;
     }
 }
 
@@ -317,8 +343,17 @@ mod tests {
     fn nested_arrays_flatten_and_bad_values_are_located() {
         let t: TensorValues = serde_json::from_str(r#"[[1, 2], [300, [4.5]], "x", null]"#).unwrap();
         assert_eq!(t.values, [1.0, 2.0, 300.0, 4.5, 0.0, 0.0]);
+        assert_eq!(t.count, 6);
         assert_eq!(t.first_non_byte, Some((2, "300".into())));
         assert_eq!(t.first_non_number, Some((4, "\"x\"".into())));
+    }
+
+    #[test]
+    fn values_past_the_cap_are_counted_not_kept() {
+        let t: TensorValues = with_value_cap(2, || serde_json::from_str("[[1, 2], [3, 4]]").unwrap());
+        assert_eq!((t.values.as_slice(), t.count), ([1.0, 2.0].as_slice(), 4));
+        let t: TensorValues = serde_json::from_str("[1, 2, 3]").unwrap();
+        assert_eq!(t.values.len(), 3, "the cap is restored afterwards");
     }
 
     #[test]
