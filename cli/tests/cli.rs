@@ -164,7 +164,10 @@ fn classify_refuses_truncated_images() {
     let no_iend = cut(&png, "no-iend.png", |n| n - 12);
     let output = cifar10().args(["classify", "--model"]).arg(&model).arg(&jpeg).arg(&png).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    for (file, needle) in [(&half_jpeg, "half.jpg: truncated JPEG"), (&no_iend, "no-iend.png: truncated PNG")] {
+    for (file, needle) in [
+        (&half_jpeg, "half.jpg: cannot decode: truncated JPEG"),
+        (&no_iend, "no-iend.png: cannot decode: truncated PNG"),
+    ] {
         let output = cifar10().args(["classify", "--model"]).arg(&model).arg(file).output().unwrap();
         assert!(!output.status.success(), "{needle} was classified");
         assert!(

@@ -37,9 +37,11 @@ pub fn decode_hwc(bytes: &[u8], name: &str) -> Result<Vec<u8>, InferError> {
     let format =
         image::guess_format(bytes).map_err(|_| InferError::Image(format!("{name}: not a PNG or JPEG image")))?;
     let bytes = match format {
-        ImageFormat::Png => png_pixel_chunks(bytes).map_err(|why| InferError::Image(format!("{name}: {why}")))?,
+        ImageFormat::Png => {
+            png_pixel_chunks(bytes).map_err(|why| InferError::Image(format!("{name}: cannot decode: {why}")))?
+        }
         ImageFormat::Jpeg => {
-            check_jpeg(bytes).map_err(|why| InferError::Image(format!("{name}: {why}")))?;
+            check_jpeg(bytes).map_err(|why| InferError::Image(format!("{name}: cannot decode: {why}")))?;
             Cow::Borrowed(bytes)
         }
         _ => return Err(InferError::Image(format!("{name}: {format:?} images are not supported (PNG or JPEG only)"))),
@@ -166,14 +168,9 @@ fn check_jpeg(bytes: &[u8]) -> Result<(), String> {
     let mut at = 2; // after SOI (checked by the format guess)
     let mut scans = 0;
     loop {
-        // A marker: 0xFF, optional 0xFF fill bytes, then its code.
-        if bytes.get(at) != Some(&0xFF) {
-            return Err(if at >= bytes.len() {
-                TRUNCATED.into()
-            } else {
-                format!("corrupt JPEG: no marker at byte {at}")
-            });
-        }
+        // A marker: 0xFF, optional 0xFF fill bytes, then its code. Stray bytes before a
+        // marker are skipped, as libjpeg does.
+        at += bytes.get(at..).and_then(|rest| rest.iter().position(|&b| b == 0xFF)).ok_or(TRUNCATED)?;
         while bytes.get(at) == Some(&0xFF) {
             at += 1;
         }
