@@ -240,3 +240,31 @@ fn json_requests_cannot_inflate_lists_or_parameters() {
     let request = json!({ "inputs": [input], "parameters": { "junk": { "a": [1, 2] }, "binary_data_output": false } });
     assert_eq!(post_json(server.addr(), INFER, &request).status, 200);
 }
+
+#[test]
+fn a_large_body_gives_its_permit_back_once_parsed_not_after_the_engine() {
+    let engine = GatedEngine::new();
+    let server = start(engine.clone(), |c| {
+        c.max_wait = Duration::ZERO;
+        c.limits.max_large_bodies = 1;
+    });
+    let addr = server.addr();
+    let body = image_request(&image(4).repeat(16), 16);
+    assert!(body.to_string().len() > serve::limits::SMALL_BODY_BYTES);
+    let closed = engine.gate.lock().unwrap();
+    std::thread::scope(|scope| {
+        let running = scope.spawn(|| post_json(addr, INFER, &body));
+        engine.wait_entered(1);
+        // The first request waits for the engine; the only permit is free again, so the
+        // second large body is read, parsed and queued.
+        let queued = scope.spawn(|| post_json(addr, INFER, &body));
+        let start = std::time::Instant::now();
+        while metric(&String::from_utf8(get(addr, "/metrics").body).unwrap(), "cifar10_queue_depth_images") < 16.0 {
+            assert!(start.elapsed() < Duration::from_secs(20), "the second large request never queued");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        drop(closed);
+        assert_eq!(running.join().unwrap().status, 200);
+        assert_eq!(queued.join().unwrap().status, 200);
+    });
+}
