@@ -61,7 +61,8 @@ pub struct ServeArgs {
     /// most connections open at once (default 256)
     #[argh(option, default = "256")]
     max_connections: usize,
-    /// most requests with a body over 32 KiB read and parsed at once (default 2)
+    /// most requests with a body over 32 KiB, or an image, read and parsed or decoded at
+    /// once (default 2)
     #[argh(option, default = "2")]
     max_large_bodies: usize,
     /// no log line per request
