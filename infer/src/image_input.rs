@@ -22,6 +22,9 @@ use crate::error::InferError;
 /// Largest canvas decoded: a small file can announce a huge one, and decoding it would take
 /// memory no caller asked for. 4096×4096 covers any photo worth shrinking to 32×32.
 pub const MAX_IMAGE_PIXELS: u64 = 4096 * 4096;
+/// Largest image file read from disk: an uncompressed PNG of [`MAX_IMAGE_PIXELS`] in
+/// 16-bit RGBA takes 128 MiB.
+pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
 /// Most memory the decoder may allocate for one image (pixels, palettes, metadata chunks):
 /// a 4096×4096 RGBA image at 16 bits a channel is 128 MiB.
 pub const MAX_DECODE_BYTES: u64 = 160 << 20;
@@ -77,10 +80,26 @@ pub fn decode_hwc(bytes: &[u8], name: &str) -> Result<Vec<u8>, InferError> {
     Ok(hwc)
 }
 
-/// Reads and decodes an image file (see [`decode_hwc`]).
+/// Reads and decodes an image file (see [`decode_hwc`]); files over
+/// [`MAX_IMAGE_FILE_BYTES`] (or endless ones, like `/dev/zero`) are refused without being
+/// read whole.
 pub fn read_hwc(path: &std::path::Path) -> Result<Vec<u8>, InferError> {
-    let bytes = std::fs::read(path).map_err(|e| InferError::Image(format!("{}: {e}", path.display())))?;
-    decode_hwc(&bytes, &path.display().to_string())
+    decode_hwc(&read_capped(path, MAX_IMAGE_FILE_BYTES)?, &path.display().to_string())
+}
+
+/// The bytes of `path` if it holds at most `cap` of them.
+fn read_capped(path: &std::path::Path, cap: u64) -> Result<Vec<u8>, InferError> {
+    use std::io::Read;
+    let fail = |e: std::io::Error| InferError::Image(format!("{}: {e}", path.display()));
+    let mut bytes = Vec::new();
+    std::fs::File::open(path).and_then(|file| file.take(cap + 1).read_to_end(&mut bytes)).map_err(fail)?;
+    if bytes.len() as u64 > cap {
+        return Err(InferError::TooLarge(format!(
+            "{}: the file is larger than the limit of {cap} bytes for an image",
+            path.display()
+        )));
+    }
+    Ok(bytes)
 }
 
 fn decode_limits() -> Limits {
@@ -233,6 +252,13 @@ mod tests {
 
     fn error(bytes: &[u8]) -> String {
         decode_hwc(bytes, "x").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn endless_or_oversize_files_are_refused_unread() {
+        let err = read_capped(std::path::Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        assert!(matches!(err, InferError::TooLarge(_)), "{err}");
+        assert!(err.to_string().starts_with("/dev/zero: the file is larger than the limit of 1048576 bytes"), "{err}");
     }
 
     #[test]
