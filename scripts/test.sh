@@ -1,7 +1,25 @@
 #!/usr/bin/env bash
-# README's test command: set up (only what is missing), then build once and run every test
-# of every crate with every feature on (the ONNX Runtime, serving and download paths included).
+# README's test command: set up (only what is missing), check formatting, lints and docs,
+# build the edge configuration of the engine, then build once and run every test of every
+# crate with every feature on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+
+# Tests in every crate find the full data set through this variable (cargo runs each crate's
+# tests in that crate's folder, so the relative default would not be found from there).
+if [ -z "${CIFAR10_DATA_DIR:-}" ] && [ -d ../shared/cifar10/cifar-10-batches-bin ]; then
+  CIFAR10_DATA_DIR=$(cd ../shared/cifar10/cifar-10-batches-bin && pwd)
+  export CIFAR10_DATA_DIR
+fi
+
+echo "test.sh: rustfmt"
+cargo fmt --all --check
+echo "test.sh: clippy"
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+echo "test.sh: docs"
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --lib --no-deps --all-features --locked --quiet
+echo "test.sh: the edge build (infer without default features)"
+cargo build -p infer --no-default-features --locked --quiet
+echo "test.sh: tests"
 cargo test --workspace --all-features --locked

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 use model_format::Weights;
+use serve::limits::Bound;
 use serve::{Limits, ModelCard, ServeConfig, Server};
 
 use crate::backend;
@@ -53,42 +54,35 @@ pub struct ServeArgs {
     /// longest a request may take before it gets 504, in ms (default 30000)
     #[argh(option, default = "30_000")]
     timeout_ms: u64,
+    /// longest a client may take to send a request's headers, in ms; also how long an idle
+    /// connection stays open (default 10000)
+    #[argh(option, default = "10_000")]
+    header_timeout_ms: u64,
+    /// most connections open at once (default 256)
+    #[argh(option, default = "256")]
+    max_connections: usize,
+    /// most requests with a body over 32 KiB, or an image, read and parsed or decoded at
+    /// once (default 2)
+    #[argh(option, default = "2")]
+    max_large_bodies: usize,
     /// no log line per request
     #[argh(switch)]
     quiet: bool,
 }
 
-/// Largest `--max-batch` accepted: far beyond any useful batch, and small enough that the
-/// batch-size histogram's power-of-two buckets cannot overflow.
-const MAX_BATCH_LIMIT: usize = 1 << 16;
+/// `--threads`: threads inside each engine run.
+const THREADS: Bound = Bound { field: "threads", flag: "--threads", min: 1, max: 1024 };
 
 pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    if args.max_batch == 0 || args.threads == 0 || args.http_threads == 0 {
-        return Err("--max-batch, --threads and --http-threads must be at least 1".into());
-    }
-    if args.max_batch > MAX_BATCH_LIMIT {
-        return Err(format!("--max-batch {} is above the limit of {MAX_BATCH_LIMIT}", args.max_batch).into());
-    }
+    // Every flag is checked, against the server's own ranges, before the model is loaded.
+    THREADS.check(args.threads as u64)?;
+    let workers = args.workers.unwrap_or_else(|| (backend::default_threads() / args.threads).max(1));
+    let mut config = config(&args, workers);
+    config.validate()?;
     let weights = Weights::load(&args.model)?;
     let engine = backend::engine_for(&args.backend, &weights, args.threads)?;
-    let workers = args.workers.unwrap_or_else(|| (backend::default_threads() / args.threads).max(1));
-    let config = ServeConfig {
-        addr: args.addr.clone(),
-        model_name: args.name.clone(),
-        class_names: weights.metadata.class_names.clone(),
-        limits: Limits {
-            max_body_bytes: args.max_body_bytes,
-            max_batch: args.max_batch,
-            max_queued_images: args.max_queue.max(args.max_batch),
-            request_timeout: Duration::from_millis(args.timeout_ms),
-        },
-        max_wait: Duration::from_millis(args.max_wait_ms),
-        engine_workers: workers,
-        http_threads: args.http_threads,
-        log_requests: !args.quiet,
-        handle_signals: true,
-        model_card: Some(ModelCard::from_metadata(&weights.metadata, args.model.display().to_string())),
-    };
+    config.class_names = weights.metadata.class_names.clone();
+    config.model_card = Some(ModelCard::from_metadata(&weights.metadata, args.model.display().to_string()));
     let server = Server::start(config, Arc::from(engine))?;
     eprintln!(
         "serving {} as '{}' on http://{} (page at /; {} backend, {workers} engine worker(s) × {} thread(s), batches up to {} images / {} ms)",
@@ -103,4 +97,28 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     server.wait()?;
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The server configuration the flags ask for (class names and model card come from the
+/// model file, set once it is loaded).
+fn config(args: &ServeArgs, workers: usize) -> ServeConfig {
+    ServeConfig {
+        addr: args.addr.clone(),
+        model_name: args.name.clone(),
+        limits: Limits {
+            max_body_bytes: args.max_body_bytes,
+            max_batch: args.max_batch,
+            max_queued_images: args.max_queue,
+            request_timeout: Duration::from_millis(args.timeout_ms),
+            header_timeout: Duration::from_millis(args.header_timeout_ms),
+            max_connections: args.max_connections,
+            max_large_bodies: args.max_large_bodies,
+        },
+        max_wait: Duration::from_millis(args.max_wait_ms),
+        engine_workers: workers,
+        http_threads: args.http_threads,
+        log_requests: !args.quiet,
+        handle_signals: true,
+        ..ServeConfig::default()
+    }
 }

@@ -91,7 +91,8 @@ impl Classifier {
     }
 
     /// Classifies preprocessed inputs: `n × 3 × 24 × 24` floats (see
-    /// [`model_format::preprocess`]), `n ≥ 1`.
+    /// [`model_format::preprocess`]), `n ≥ 1`. Logits that are not finite (an input far
+    /// outside the range preprocessing gives) are an [`InferError::NonFinite`] on every backend.
     pub fn classify_preprocessed(&self, inputs: &[f32]) -> Result<Vec<Prediction>, InferError> {
         let n = count(inputs.len(), INPUT_LEN, "preprocessed input")?;
         let mut predictions = Vec::with_capacity(n);
@@ -100,6 +101,13 @@ impl Classifier {
             let batch = chunk.len() / INPUT_LEN;
             let logits = &mut logits[..batch * NUM_CLASSES];
             self.engine.logits_flat(chunk, batch, logits)?;
+            // One rule for every backend: non-finite logits are an error, never a prediction.
+            InferError::check_finite_logits(logits).map_err(|e| match e {
+                InferError::NonFinite { image, value } => {
+                    InferError::NonFinite { image: predictions.len() + image, value }
+                }
+                e => e,
+            })?;
             predictions.extend(logits.chunks_exact(NUM_CLASSES).map(|row| self.prediction(row)));
         }
         Ok(predictions)

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use model_format::arch::NUM_CLASSES;
 use model_format::cifar::DataError;
 use model_format::WeightsError;
 
@@ -25,6 +26,30 @@ pub enum InferError {
     TooLarge(String),
     /// The backend itself failed (e.g. ONNX Runtime missing or refusing the model).
     Backend(String),
+    /// The engine's logits for an image are not finite: the model overflowed on an input
+    /// far outside what preprocessing gives (see [`InferError::check_finite_logits`]).
+    NonFinite { image: usize, value: f32 },
+}
+
+impl InferError {
+    /// The one rule for every backend: logits (rows of `NUM_CLASSES`) that are not all
+    /// finite are an error naming the first image at fault, never `NaN`s passed on as
+    /// predictions (the engines overflow differently, so they would disagree).
+    ///
+    /// ```
+    /// use infer::InferError;
+    /// let mut logits = vec![0.5f32; 20];
+    /// assert!(InferError::check_finite_logits(&logits).is_ok());
+    /// logits[13] = f32::NAN;
+    /// let err = InferError::check_finite_logits(&logits).unwrap_err();
+    /// assert!(matches!(err, InferError::NonFinite { image: 1, .. }), "{err}");
+    /// ```
+    pub fn check_finite_logits(logits: &[f32]) -> Result<(), InferError> {
+        match logits.iter().position(|v| !v.is_finite()) {
+            Some(i) => Err(InferError::NonFinite { image: i / NUM_CLASSES, value: logits[i] }),
+            None => Ok(()),
+        }
+    }
 }
 
 impl fmt::Display for InferError {
@@ -39,6 +64,11 @@ impl fmt::Display for InferError {
             InferError::Shape { what, expected, found } => write!(f, "{what} has shape {found:?}, expected {expected}"),
             InferError::Image(why) | InferError::TooLarge(why) => write!(f, "{why}"),
             InferError::Backend(why) => write!(f, "{why}"),
+            InferError::NonFinite { image, value } => write!(
+                f,
+                "the model's logits for image {image} are not finite ({value}): it overflowed on an input far \
+                 outside the range of preprocessed images"
+            ),
         }
     }
 }

@@ -1,8 +1,10 @@
-//! CPU inference for the CIFAR-10 tutorial model.
+//! CPU inference for the CIFAR-10 tutorial model: the embeddable engine and nothing else (no
+//! HTTP, CLI or TLS crate can reach it through any feature). Its tensor API is ndarray's.
 //!
-//! - [`Engine`]: the contract every backend implements (logits of preprocessed inputs);
-//! - [`cpu::CpuEngine`]: the pure-Rust engine (no C/C++ dependency with
-//!   `default-features = false`);
+//! - [`Engine`]: the contract every backend implements: preprocessed `[N, 3, 24, 24]` in,
+//!   logits `[N, 10]` out;
+//! - [`cpu::CpuEngine`]: the pure-Rust engine (with `default-features = false` the crate
+//!   depends on `model-format` and `ndarray` only);
 //! - [`Classifier`]: images in, [`Prediction`]s out, for apps and servers;
 //! - [`image_input`] (feature `image`): PNG/JPEG decoding;
 //! - `onnx` (feature `onnx`): the ONNX Runtime backend.

@@ -38,6 +38,11 @@ fn every_input_layout_gives_the_same_prediction() {
     assert_eq!(from_records.len(), records.len());
     assert_eq!(classifier.classify_planar(&planar).unwrap(), from_records);
     assert_eq!(classifier.classify_hwc(&hwc).unwrap(), from_records);
+    let array = ndarray::Array4::from_shape_vec((records.len(), IMAGE_SIZE, IMAGE_SIZE, 3), hwc.clone()).unwrap();
+    assert_eq!(classifier.classify_array(array.view()).unwrap(), from_records);
+    // A non-standard layout (images stored NCHW, viewed as NHWC) is read correctly too.
+    let nchw = ndarray::Array4::from_shape_vec((records.len(), 3, IMAGE_SIZE, IMAGE_SIZE), planar.clone()).unwrap();
+    assert_eq!(classifier.classify_array(nchw.view().permuted_axes([0, 2, 3, 1])).unwrap(), from_records);
     assert_eq!(classifier.classify_preprocessed(&tensors).unwrap(), from_records);
 }
 
@@ -148,4 +153,45 @@ mod images {
         let err = classifier.classify_image(&png, "cut.png").unwrap_err();
         assert!(err.to_string().starts_with("cut.png: cannot decode"), "{err}");
     }
+}
+
+#[test]
+fn arrays_of_the_wrong_shape_are_errors() {
+    let classifier = classifier();
+    let err = classifier.classify_array(ndarray::Array4::<u8>::zeros((1, 32, 32, 4)).view()).unwrap_err();
+    assert_eq!(err.to_string(), "images has shape [1, 32, 32, 4], expected [N, 32, 32, 3]");
+    assert!(matches!(
+        classifier.classify_array(ndarray::Array4::<u8>::zeros((0, 32, 32, 3)).view()),
+        Err(InferError::EmptyBatch)
+    ));
+    let engine = CpuEngine::new(&random_weights(3), 1).unwrap();
+    let err = engine.logits(ndarray::Array4::<f32>::zeros((2, 3, 24, 23)).view()).unwrap_err();
+    assert!(matches!(err, InferError::Shape { what: "input", .. }), "{err}");
+}
+
+/// An engine whose logits are NaN for every input whose first value is negative, as an
+/// overflowing backend would give.
+struct Overflowing;
+
+impl Engine for Overflowing {
+    fn name(&self) -> &'static str {
+        "overflowing"
+    }
+    fn logits_flat(&self, input: &[f32], batch: usize, logits: &mut [f32]) -> Result<(), InferError> {
+        for (image, row) in input.chunks(INPUT_LEN).zip(logits.chunks_mut(NUM_CLASSES)).take(batch) {
+            row.fill(if image[0] < 0.0 { f32::NAN } else { 1.0 });
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn non_finite_logits_are_an_error_not_a_prediction() {
+    let names = CLASS_NAMES.iter().map(|s| s.to_string()).collect();
+    let classifier = Classifier::new(Box::new(Overflowing) as Box<dyn Engine>, names).unwrap();
+    let mut inputs = vec![0.5f32; 300 * INPUT_LEN];
+    inputs[290 * INPUT_LEN] = -1.0; // in the second chunk of 256 images
+    let err = classifier.classify_preprocessed(&inputs).unwrap_err();
+    assert!(matches!(err, InferError::NonFinite { image: 290, .. }), "{err}");
+    assert!(classifier.classify_preprocessed(&inputs[..INPUT_LEN]).is_ok());
 }

@@ -52,7 +52,7 @@ with open(report_path, "w") as f:
 "#;
 
 fn python() -> PathBuf {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
     assert!(python.exists(), "{} is missing: run scripts/setup.sh", python.display());
     python
 }
@@ -69,7 +69,8 @@ fn weights() -> Weights {
 }
 
 fn sample_inputs(count: usize) -> Vec<f32> {
-    let records = Records::read_file("data/sample/test_batch.bin").unwrap().head(count);
+    let records =
+        Records::read_file(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/sample/test_batch.bin")).unwrap().head(count);
     let mut inputs = vec![0f32; count * INPUT_LEN];
     for (i, input) in inputs.chunks_exact_mut(INPUT_LEN).enumerate() {
         preprocess(records.image(i), input);

@@ -2,9 +2,8 @@
 //! little-endian tensor bytes; `Inference-Header-Content-Length` gives the header's size
 //! and each tensor's `binary_data_size` parameter its share of the rest, in order.
 
-use serde_json::{Map, Value};
-
 use super::api_error::ApiError;
+use super::request_json::Parameters;
 
 /// The request/response header naming the JSON part's length.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -29,7 +28,7 @@ pub fn split_body<'a>(body: &'a [u8], header_length: Option<&str>) -> Result<(&'
 }
 
 /// The `binary_data_size` parameter of a tensor, if any.
-pub fn binary_size(parameters: Option<&Map<String, Value>>, tensor: &str) -> Result<Option<usize>, ApiError> {
+pub fn binary_size(parameters: Option<&Parameters>, tensor: &str) -> Result<Option<usize>, ApiError> {
     match parameters.and_then(|p| p.get("binary_data_size")) {
         None => Ok(None),
         Some(value) => value.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {

@@ -9,9 +9,12 @@ use super::api_error::ApiError;
 use super::binary::{binary_size, f32_bytes, f32_from_bytes, i64_bytes, split_body, BinaryReader};
 use super::protocol::{
     output_spec, Datatype, InferRequest, InferResponse, InputSpec, RequestInput, RequestOutput, ResponseOutput,
-    TensorData, INPUT_SPECS, LABEL_OUTPUT, LOGITS_OUTPUT, MODEL_VERSION, OUTPUTS, PROBABILITIES_OUTPUT,
+    TensorData, INPUT_SPECS, LABEL_OUTPUT, LOGITS_OUTPUT, MAX_INPUT_MAGNITUDE, MODEL_VERSION, OUTPUTS,
+    PROBABILITIES_OUTPUT,
 };
+use super::request_json::{with_value_cap, Param, Parameters, TensorValues};
 use infer::prediction::{argmax, ranked, softmax};
+use infer::InferError;
 
 /// A request ready for the engine.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,21 +40,27 @@ pub struct OutputRequest {
 
 /// Parses and validates an inference request body (JSON, or JSON + binary tensors when
 /// `header_length` is given). Every error names the input, field or limit at fault.
+///
+/// Memory: the parsed request holds at most `max_batch × 3,072` tensor values as `f32`s
+/// (further ones are only counted) and little else; nothing else a client sends is
+/// stored beyond a few bytes.
 pub fn decode_request(body: &[u8], header_length: Option<&str>, max_batch: usize) -> Result<Decoded, ApiError> {
     let (json, binary) = split_body(body, header_length)?;
-    let request: InferRequest = serde_json::from_slice(json)
+    // No input needs more values than a full batch of the larger kind.
+    let cap = max_batch.saturating_mul(IMAGE_LEN.max(INPUT_LEN));
+    let request: InferRequest = with_value_cap(cap, || serde_json::from_slice(json))
         .map_err(|e| ApiError::bad_request(format!("malformed inference request JSON: {e}")))?;
-    let [input] = request.inputs.as_slice() else {
+    let (Some(input), 1) = (request.inputs.first, request.inputs.count) else {
         return Err(ApiError::bad_request(format!(
             "expected exactly one input ('image' UINT8 [-1,32,32,3] or 'input' FP32 [-1,3,24,24]), got {}",
-            request.inputs.len()
+            request.inputs.count
         )));
     };
-    let spec = input_spec(input)?;
-    let images = batch_size(input, spec, max_batch)?;
+    let spec = input_spec(&input)?;
+    let images = batch_size(&input, spec, max_batch)?;
     let count = images * spec.dims.iter().product::<usize>();
     let mut reader = BinaryReader::new(binary);
-    let inputs = match (binary_size(input.parameters.as_ref(), &input.name)?, &input.data) {
+    let inputs = match (binary_size(input.parameters.as_ref(), &input.name)?, input.data) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(format!(
                 "input '{}' has both JSON data and binary_data_size; send one",
@@ -64,7 +73,7 @@ pub fn decode_request(body: &[u8], header_length: Option<&str>, max_batch: usize
                 return Err(ApiError::bad_request(format!(
                     "input '{}': binary_data_size is {size} bytes, shape {:?} of {} needs {expected}",
                     input.name,
-                    input.shape,
+                    input.shape.0,
                     spec.datatype.name()
                 )));
             }
@@ -76,7 +85,7 @@ pub fn decode_request(body: &[u8], header_length: Option<&str>, max_batch: usize
         }
     };
     reader.finish()?;
-    let outputs = requested_outputs(request.outputs.as_deref(), request.parameters.as_ref())?;
+    let outputs = requested_outputs(request.outputs.as_ref().map(|o| o.0.as_slice()), request.parameters.as_ref())?;
     Ok(Decoded { id: request.id, inputs, images, outputs })
 }
 
@@ -98,18 +107,16 @@ fn input_spec(input: &RequestInput) -> Result<&'static InputSpec, ApiError> {
 /// Checks the shape `[N, dims…]` and returns N.
 fn batch_size(input: &RequestInput, spec: &InputSpec, max_batch: usize) -> Result<usize, ApiError> {
     let wanted = || format!("[N, {}, {}, {}]", spec.dims[0], spec.dims[1], spec.dims[2]);
-    let shape_ok = input.shape.len() == 4
-        && input.shape[0] >= 1
-        && input.shape[1..].iter().zip(spec.dims).all(|(&s, d)| s == d as i64);
+    let shape = &input.shape.0;
+    let shape_ok = shape.len() == 4 && shape[0] >= 1 && shape[1..].iter().zip(spec.dims).all(|(&s, d)| s == d as i64);
     if !shape_ok {
         return Err(ApiError::bad_request(format!(
-            "input '{}' has shape {:?}, expected {} with N >= 1",
+            "input '{}' has shape {shape:?}, expected {} with N >= 1",
             spec.name,
-            input.shape,
             wanted()
         )));
     }
-    let images = input.shape[0] as u64;
+    let images = shape[0] as u64;
     if images > max_batch as u64 {
         return Err(ApiError::bad_request(format!(
             "input '{}' holds {images} images, more than the maximum batch of {max_batch}",
@@ -122,70 +129,56 @@ fn batch_size(input: &RequestInput, spec: &InputSpec, max_batch: usize) -> Resul
 fn from_binary(spec: &InputSpec, bytes: &[u8], images: usize) -> Result<Vec<f32>, ApiError> {
     match spec.datatype {
         Datatype::Uint8 => Ok(preprocess_images(bytes, images)),
-        _ => checked_finite(spec, f32_from_bytes(bytes)),
+        _ => checked_range(spec, f32_from_bytes(bytes)),
     }
 }
 
-fn from_json(spec: &InputSpec, data: &Value, count: usize, images: usize) -> Result<Vec<f32>, ApiError> {
-    let mut numbers = Vec::with_capacity(count);
-    flatten(data, count, &mut numbers).map_err(|found| {
-        ApiError::bad_request(format!("input '{}' has {found} data values, its shape needs {count}", spec.name))
-    })?;
+fn from_json(spec: &InputSpec, data: TensorValues, count: usize, images: usize) -> Result<Vec<f32>, ApiError> {
+    let found = data.count;
+    if found != count {
+        return Err(ApiError::bad_request(format!(
+            "input '{}' has {found} data values, its shape needs {count}",
+            spec.name
+        )));
+    }
     match spec.datatype {
         Datatype::Uint8 => {
-            let bytes = numbers
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    v.as_u64().filter(|&b| b <= 255).map(|b| b as u8).ok_or_else(|| {
-                        ApiError::bad_request(format!("input 'image' value {i} is {v}, not an integer in 0..=255"))
-                    })
-                })
-                .collect::<Result<Vec<u8>, _>>()?;
+            if let Some((i, v)) = data.first_non_byte {
+                return Err(ApiError::bad_request(format!(
+                    "input '{}' value {i} is {v}, not an integer in 0..=255",
+                    spec.name
+                )));
+            }
+            // Every value is an integer in 0..=255, exact in f32.
+            let bytes: Vec<u8> = data.values.iter().map(|&v| v as u8).collect();
             Ok(preprocess_images(&bytes, images))
         }
         _ => {
-            let values = numbers
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    v.as_f64().map(|x| x as f32).ok_or_else(|| {
-                        ApiError::bad_request(format!("input '{}' value {i} is {v}, not a number", spec.name))
-                    })
-                })
-                .collect::<Result<Vec<f32>, _>>()?;
-            checked_finite(spec, values)
-        }
-    }
-}
-
-/// Collects the leaves of (possibly nested) arrays; `Err(found)` when their number is
-/// not `count` (counting stops early past `count`, so a huge array costs nothing extra).
-fn flatten<'a>(data: &'a Value, count: usize, out: &mut Vec<&'a Value>) -> Result<(), usize> {
-    let mut stack = vec![data];
-    while let Some(value) = stack.pop() {
-        match value {
-            Value::Array(items) => stack.extend(items.iter().rev()),
-            leaf => {
-                if out.len() == count {
-                    return Err(count + 1 + stack.len());
-                }
-                out.push(leaf);
+            if let Some((i, v)) = data.first_non_number {
+                return Err(ApiError::bad_request(format!("input '{}' value {i} is {v}, not a number", spec.name)));
             }
+            checked_range(spec, data.values)
         }
-    }
-    if out.len() == count {
-        Ok(())
-    } else {
-        Err(out.len())
     }
 }
 
-fn checked_finite(spec: &InputSpec, values: Vec<f32>) -> Result<Vec<f32>, ApiError> {
-    match values.iter().position(|v| !v.is_finite()) {
-        Some(i) => Err(ApiError::bad_request(format!("input '{}' value {i} is not finite", spec.name))),
-        None => Ok(values),
-    }
+/// FP32 inputs must be finite and within ±[`MAX_INPUT_MAGNITUDE`].
+fn checked_range(spec: &InputSpec, values: Vec<f32>) -> Result<Vec<f32>, ApiError> {
+    let Some(i) = values.iter().position(|v| v.is_nan() || v.abs() > MAX_INPUT_MAGNITUDE) else {
+        return Ok(values);
+    };
+    let why = match values[i] {
+        v if !v.is_finite() => format!("{v}, not finite"),
+        v => format!("{v:e}, outside the accepted range -{MAX_INPUT_MAGNITUDE:e}..={MAX_INPUT_MAGNITUDE:e}"),
+    };
+    Err(ApiError::bad_request(format!("input '{}' value {i} is {why} (preprocessed images lie within ±42)", spec.name)))
+}
+
+/// The engine's logits for one request, refused when any is not finite (the library's
+/// rule): an engine that overflows answers 500 naming the image, never `null`s with 200.
+pub fn checked_logits(logits: Vec<f32>) -> Result<Vec<f32>, ApiError> {
+    InferError::check_finite_logits(&logits).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(logits)
 }
 
 /// Raw HWC images → the evaluation preprocessing, as the library does it.
@@ -201,7 +194,7 @@ pub fn preprocess_images(hwc: &[u8], images: usize) -> Vec<f32> {
 /// else the request's `binary_data_output`; Triton's `classification` parameter.
 fn requested_outputs(
     outputs: Option<&[RequestOutput]>,
-    parameters: Option<&Map<String, Value>>,
+    parameters: Option<&Parameters>,
 ) -> Result<Vec<OutputRequest>, ApiError> {
     let default_binary = flag(parameters, "binary_data_output", "request")?.unwrap_or(false);
     let Some(outputs) = outputs else {
@@ -229,7 +222,7 @@ fn requested_outputs(
 
 /// Triton's classification extension: `k` in 1..=10 turns the output into the top-k
 /// `"value:index:label"` strings of each row; 0 or absent leaves it alone.
-fn classification(parameters: Option<&Map<String, Value>>, name: &'static str) -> Result<Option<usize>, ApiError> {
+fn classification(parameters: Option<&Parameters>, name: &'static str) -> Result<Option<usize>, ApiError> {
     let Some(value) = parameters.and_then(|p| p.get("classification")) else {
         return Ok(None);
     };
@@ -245,10 +238,10 @@ fn classification(parameters: Option<&Map<String, Value>>, name: &'static str) -
     }
 }
 
-fn flag(parameters: Option<&Map<String, Value>>, key: &str, owner: &str) -> Result<Option<bool>, ApiError> {
+fn flag(parameters: Option<&Parameters>, key: &str, owner: &str) -> Result<Option<bool>, ApiError> {
     match parameters.and_then(|p| p.get(key)) {
         None => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Param::Bool(b)) => Ok(Some(*b)),
         Some(other) => {
             Err(ApiError::bad_request(format!("{owner}: parameter {key} must be true or false, got {other}")))
         }

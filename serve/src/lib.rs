@@ -23,15 +23,18 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod admission;
 mod api_error;
 mod batcher;
 mod binary;
+mod connection;
 mod inference;
-mod limits;
+pub mod limits;
 mod metrics;
 mod observe;
 mod page;
 mod protocol;
+mod request_json;
 mod routes;
 
 use std::io;
@@ -41,7 +44,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::sync::oneshot;
 
 pub use api_error::ApiError;
@@ -50,9 +52,11 @@ pub use limits::Limits;
 pub use metrics::Metrics;
 pub use page::ModelCard;
 pub use protocol::{
-    IMAGE_INPUT, LABEL_OUTPUT, LOGITS_OUTPUT, MODEL_VERSION, OUTPUTS, PREPROCESSED_INPUT, PROBABILITIES_OUTPUT,
+    IMAGE_INPUT, LABEL_OUTPUT, LOGITS_OUTPUT, MAX_INPUT_MAGNITUDE, MODEL_VERSION, OUTPUTS, PREPROCESSED_INPUT,
+    PROBABILITIES_OUTPUT,
 };
 
+use connection::{Connection, GuardedListener};
 use infer::Engine;
 use routes::App;
 
@@ -80,6 +84,35 @@ pub struct ServeConfig {
     pub model_card: Option<ModelCard>,
 }
 
+impl ServeConfig {
+    /// Checks every setting against its [`limits::Bound`] (the same ranges `cifar10 serve`
+    /// applies to its flags) and the settings against each other. [`Server::start`] calls
+    /// it; the message names the flag and the field at fault and the valid range.
+    ///
+    /// ```
+    /// let config = serve::ServeConfig { engine_workers: 0, ..Default::default() };
+    /// assert!(config.validate().unwrap_err().contains("--workers (engine_workers) must be in 1..="));
+    /// ```
+    pub fn validate(&self) -> Result<(), String> {
+        self.limits.validate()?;
+        limits::ENGINE_WORKERS.check(self.engine_workers as u64)?;
+        limits::HTTP_THREADS.check(self.http_threads as u64)?;
+        limits::MAX_WAIT_MS.check(limits::millis(self.max_wait))?;
+        if self.max_wait >= self.limits.request_timeout {
+            return Err(format!(
+                "{} ({}) must be below {} ({}), {} ms, or every partial batch would time out; got {} ms",
+                limits::MAX_WAIT_MS.flag,
+                limits::MAX_WAIT_MS.field,
+                limits::REQUEST_TIMEOUT_MS.flag,
+                limits::REQUEST_TIMEOUT_MS.field,
+                limits::millis(self.limits.request_timeout),
+                limits::millis(self.max_wait),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
@@ -105,18 +138,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `config.addr` and serves `engine` on a background thread. Errors if the
-    /// address cannot be bound or the runtime cannot start.
+    /// Binds `config.addr` and serves `engine` on a background thread. Errors
+    /// (`InvalidInput`) if a setting is out of range (see [`ServeConfig::validate`]), or if
+    /// the address cannot be bound or the runtime cannot start.
     pub fn start(config: ServeConfig, engine: Arc<dyn Engine>) -> io::Result<Server> {
+        config.validate().map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
         let listener = std::net::TcpListener::bind(&config.addr)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.addr)))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.http_threads.max(1))
+            .worker_threads(config.http_threads)
             // Image decoding and large-body parsing run here: bounded, so a flood of
             // them queues instead of spawning hundreds of threads.
-            .max_blocking_threads(2 * config.http_threads.max(1))
+            .max_blocking_threads(2 * config.http_threads)
             .thread_name("cifar10-http")
             .enable_all()
             .build()?;
@@ -189,10 +224,11 @@ fn run(
     });
     let router = routes::router(Arc::clone(&app));
     let served = runtime.block_on(async {
-        // Small request/response exchanges: do not let Nagle's algorithm hold them back.
-        let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        let listener = GuardedListener::new(
+            tokio::net::TcpListener::from_std(listener)?,
+            config.limits.max_connections,
+            config.limits.header_timeout,
+        );
         let app_for_signal = Arc::clone(&app);
         let signalled = Arc::new(tokio::sync::Notify::new());
         let notify = Arc::clone(&signalled);
@@ -204,9 +240,10 @@ fn run(
             }
             notify.notify_one();
         };
-        let serving = axum::serve(listener, router).with_graceful_shutdown(signal);
-        // Requests end within the request timeout; a connection idling mid-request (no
-        // header timeout in hyper without a timer) must not hold the process forever.
+        let service = router.into_make_service_with_connect_info::<Connection>();
+        let serving = axum::serve(listener, service).with_graceful_shutdown(signal);
+        // Requests end within the request timeout and idle connections within the header
+        // timeout; this is the last resort should a connection still hang on.
         let grace = config.limits.request_timeout + Duration::from_secs(1);
         tokio::select! {
             served = serving => served,

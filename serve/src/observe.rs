@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::api_error::ApiError;
+use super::connection;
 use super::routes::App;
 
 /// Route templates used as metric labels (a bounded set, whatever paths clients send).
@@ -34,6 +35,8 @@ pub async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) 
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let _in_flight = InFlight::enter(&app);
+    // The headers are in: stop the connection's header clock until this is answered.
+    let _answered = connection::headers_received(&request);
     let timeout = app.limits.request_timeout;
     let response = match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,

@@ -12,6 +12,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::request_json::{Bounded, FirstOf, Parameters, TensorValues};
+
 use model_format::arch::{IMAGE_SIZE, INPUT_CHANNELS, INPUT_SIZE, NUM_CLASSES};
 
 /// Name of the raw-image input.
@@ -81,29 +83,40 @@ pub fn output_spec(name: &str) -> Option<(Datatype, &'static [usize])> {
     }
 }
 
-/// `POST /v2/models/{name}/infer` body (the JSON part when binary data follows).
+/// Most outputs a request may name (there are three; repeats are allowed).
+pub const MAX_REQUESTED_OUTPUTS: usize = 16;
+/// Most dimensions a shape may have in a request (the inputs have four).
+pub const MAX_SHAPE_DIMS: usize = 8;
+/// Largest magnitude accepted in an FP32 input. Preprocessed images lie within ±42 (the
+/// standardisation of 1,728 values cannot go further); far larger values would make the
+/// engines overflow, each in its own way, so they are refused for every backend alike.
+pub const MAX_INPUT_MAGNITUDE: f32 = 1e6;
+
+/// `POST /v2/models/{name}/infer` body (the JSON part when binary data follows). Its
+/// parts are parsed with bounded memory (see [`super::request_json`]).
 #[derive(Debug, Clone, Deserialize)]
 pub struct InferRequest {
     #[serde(default)]
     pub id: Option<String>,
     #[serde(default)]
-    pub parameters: Option<Map<String, Value>>,
-    pub inputs: Vec<RequestInput>,
+    pub parameters: Option<Parameters>,
+    /// The first input, and how many there are (the model takes exactly one).
+    pub inputs: FirstOf<RequestInput>,
     #[serde(default)]
-    pub outputs: Option<Vec<RequestOutput>>,
+    pub outputs: Option<Bounded<RequestOutput, MAX_REQUESTED_OUTPUTS>>,
 }
 
 /// One input tensor of a request.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RequestInput {
     pub name: String,
-    pub shape: Vec<i64>,
+    pub shape: Bounded<i64, MAX_SHAPE_DIMS>,
     pub datatype: String,
     #[serde(default)]
-    pub parameters: Option<Map<String, Value>>,
+    pub parameters: Option<Parameters>,
     /// Row-major values, flat or nested; absent when sent as binary data.
     #[serde(default)]
-    pub data: Option<Value>,
+    pub data: Option<TensorValues>,
 }
 
 /// One requested output.
@@ -111,7 +124,7 @@ pub struct RequestInput {
 pub struct RequestOutput {
     pub name: String,
     #[serde(default)]
-    pub parameters: Option<Map<String, Value>>,
+    pub parameters: Option<Parameters>,
 }
 
 /// The inference response (the JSON part when binary data follows).

@@ -15,11 +15,12 @@ use serde_json::json;
 
 use model_format::NUM_CLASSES;
 
+use super::admission::{self, Admission};
 use super::api_error::ApiError;
 use super::batcher::{Batcher, SubmitError};
 use super::binary::HEADER_LENGTH;
-use super::inference::{decode_request, encode_response, preprocess_images};
-use super::limits::Limits;
+use super::inference::{checked_logits, decode_request, encode_response, preprocess_images};
+use super::limits::{Limits, SMALL_BODY_BYTES};
 use super::metrics::Metrics;
 use super::observe;
 use super::page::{self, Page};
@@ -28,8 +29,6 @@ use infer::image_input::decode_hwc;
 use infer::prediction::Prediction;
 use infer::InferError;
 
-/// Bodies larger than this are parsed on a blocking thread, off the async workers.
-const INLINE_PARSE_BYTES: usize = 32 << 10;
 /// Classes returned by the image endpoint when `top_k` is not given.
 const DEFAULT_TOP_K: usize = 5;
 
@@ -73,7 +72,7 @@ impl App {
             SubmitError::Overloaded { .. } | SubmitError::Closed => ApiError::unavailable(e.to_string()),
         })?;
         match receiver.await {
-            Ok(Ok(logits)) => Ok(logits),
+            Ok(Ok(logits)) => checked_logits(logits),
             Ok(Err(why)) => Err(ApiError::internal(why)),
             Err(_) => Err(ApiError::unavailable("the engine stopped before answering")),
         }
@@ -101,6 +100,7 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(Arc::new(Admission::new(&app.limits)), admission::admit))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), observe::observe))
         .with_state(app)
 }
@@ -198,7 +198,8 @@ async fn run_inference(app: Arc<App>, headers: &HeaderMap, body: Bytes) -> Resul
         ),
     };
     let max_batch = app.limits.max_batch;
-    let inline = body.len() < INLINE_PARSE_BYTES;
+    // Larger bodies are parsed on a blocking thread, off the async workers.
+    let inline = body.len() <= SMALL_BODY_BYTES;
     let decode = move || decode_request(&body, header_length.as_deref(), max_batch);
     let mut decoded = if inline { decode()? } else { off_runtime(decode).await? };
     let inputs = std::mem::take(&mut decoded.inputs);

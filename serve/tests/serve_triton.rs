@@ -64,7 +64,7 @@ print(json.dumps(out))
 "#;
 
 fn python() -> Option<std::path::PathBuf> {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
     let has_client = Command::new(&python)
         .args(["-c", "import tritonclient.http, numpy"])
         .stderr(Stdio::null())

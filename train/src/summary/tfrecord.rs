@@ -10,7 +10,7 @@ use std::io::{self, Write};
 /// mistaken for one (TensorFlow's `crc32c::Mask`).
 const MASK_DELTA: u32 = 0xa282_ead8;
 
-/// CRC32C (Castagnoli) of `data`, rotated right by 15 bits plus [`MASK_DELTA`], as TFRecord
+/// CRC32C (Castagnoli) of `data`, rotated right by 15 bits plus `MASK_DELTA`, as TFRecord
 /// stores it.
 ///
 /// ```
