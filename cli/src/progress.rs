@@ -29,7 +29,8 @@ impl Mode {
     }
 }
 
-/// Progress through `total` units of work, shown on stderr.
+/// Progress through `total` units of work, shown on stderr. With `unit` "bytes" the bar shows
+/// sizes and transfer rates; a `total` of 0 means unknown (a spinner, and no plain lines).
 ///
 /// ```
 /// use cifar10_cli::progress::{Mode, Progress};
@@ -53,13 +54,14 @@ impl Progress {
     /// Starts showing progress through `total` `unit`s of `what` (e.g. "evaluating", "images").
     pub fn new(mode: Mode, what: &str, unit: &str, total: u64) -> Progress {
         let bar = match mode {
-            Mode::Bar => ProgressBar::new(total).with_style(
-                ProgressStyle::with_template(&format!(
-                    "{{msg}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}, eta {{eta}})"
-                ))
-                .expect("the progress template is valid")
-                .progress_chars("=> "),
-            ),
+            Mode::Bar => {
+                let bar = if total == 0 { ProgressBar::new_spinner() } else { ProgressBar::new(total) };
+                bar.with_style(
+                    ProgressStyle::with_template(&template(unit, total))
+                        .expect("the progress template is valid")
+                        .progress_chars("=> "),
+                )
+            }
             Mode::Lines | Mode::Quiet => ProgressBar::hidden(),
         };
         bar.set_message(what.to_string());
@@ -75,16 +77,39 @@ impl Progress {
         }
     }
 
+    /// Continues from `done` units finished earlier (a resumed download): rates and ETA are
+    /// measured from here.
+    pub fn resume_from(&self, done: u64) {
+        self.set_position(done);
+        self.bar.reset_eta();
+    }
+
     /// Clears the bar (plain lines stay: they are the log).
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }
 
+    /// Leaves the bar where it stopped, for work that failed part-way.
+    pub fn abandon(&self) {
+        self.bar.abandon();
+    }
+
     fn line_at(&self, done: u64) {
-        let tenth = (done.min(self.total) * 10).checked_div(self.total).unwrap_or(10);
+        // An unknown total (0) has no tenths to report.
+        let Some(tenth) = (done.min(self.total) * 10).checked_div(self.total) else { return };
         if tenth > self.last_tenth.fetch_max(tenth, Ordering::Relaxed) {
             eprintln!("{}", line(&self.what, &self.unit, done, self.total));
         }
+    }
+}
+
+/// The bar's indicatif template for `unit` (sizes and byte rates for "bytes").
+fn template(unit: &str, total: u64) -> String {
+    match (unit, total) {
+        ("bytes", 0) => "{msg} {spinner} {bytes} ({binary_bytes_per_sec})".into(),
+        ("bytes", _) => "{msg} [{bar:40}] {bytes}/{total_bytes} ({binary_bytes_per_sec}, eta {eta})".into(),
+        (unit, 0) => format!("{{msg}} {{spinner}} {{pos}} {unit} ({{per_sec}})"),
+        (unit, _) => format!("{{msg}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}, eta {{eta}})"),
     }
 }
 
@@ -114,5 +139,15 @@ mod tests {
             }
         }
         assert_eq!(printed, [128, 256, 384, 512, 640, 768, 896, 1000]);
+    }
+
+    #[test]
+    fn an_unknown_total_prints_no_lines_and_every_template_is_valid() {
+        let progress = Progress::new(Mode::Lines, "x", "bytes", 0);
+        progress.set_position(5);
+        assert_eq!(progress.last_tenth.load(Ordering::Relaxed), 0);
+        for (unit, total) in [("bytes", 0), ("bytes", 9), ("images", 0), ("images", 9)] {
+            assert!(ProgressStyle::with_template(&template(unit, total)).is_ok(), "{unit} {total}");
+        }
     }
 }
