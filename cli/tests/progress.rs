@@ -1,4 +1,4 @@
-//! Progress of long commands when stderr is not a terminal (plain lines, as in a CI log),
+//! Progress of long commands: a bar on a terminal, plain lines when stderr is a log,
 //! and the range check of `classify --top`.
 
 use std::path::{Path, PathBuf};
@@ -45,4 +45,25 @@ fn classify_top_outside_1_to_10_is_refused_naming_the_flag() {
         assert!(stderr.contains(&format!("--top must be between 1 and 10, got {top}")), "{stderr}");
         assert!(output.stdout.is_empty());
     }
+}
+
+#[test]
+fn eval_draws_a_bar_on_a_terminal() {
+    // `script` (util-linux) runs the command on a pseudo-terminal and copies what it draws.
+    let quote = |p: PathBuf| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
+    let command = format!(
+        "{} eval --threads 1 --batch-size 100 --model {} --data-dir {} > /dev/null",
+        quote(PathBuf::from(env!("CARGO_BIN_EXE_cifar10"))),
+        quote(repo().join("models/cifar10.safetensors")),
+        quote(repo().join("data/sample")),
+    );
+    let output = Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .output()
+        .expect("`script` (Debian's util-linux package) runs the command on a terminal");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let drawn = String::from_utf8_lossy(&output.stdout);
+    assert!(drawn.contains("evaluating [") && drawn.contains("/1000 images ("), "no bar drawn: {drawn:?}");
+    assert!(drawn.contains('\r') || drawn.contains('\x1b'), "the bar is never redrawn: {drawn:?}");
+    assert!(!drawn.contains("evaluating: "), "plain log lines on a terminal: {drawn:?}");
 }
