@@ -101,7 +101,10 @@ pub(crate) fn guard(body: impl FnOnce() -> Result<(), Failure>) -> cifar10_statu
             .map(|s| s.to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "no message".to_string());
-        Err(Failure::new(CIFAR10_ERR_PANIC, format!("internal error in libcifar10 (caught panic: {what}); please report it")))
+        Err(Failure::new(
+            CIFAR10_ERR_PANIC,
+            format!("internal error in libcifar10 (caught panic: {what}); please report it"),
+        ))
     });
     match outcome {
         Ok(()) => {
@@ -134,11 +137,8 @@ pub unsafe extern "C" fn cifar10_last_error(message: *mut *const c_char) -> cifa
     if message.is_null() {
         return CIFAR10_ERR_NULL_POINTER;
     }
-    let text = LAST_ERROR
-        .try_with(|last| last.borrow().as_ref().map(|s| s.as_ptr()))
-        .ok()
-        .flatten()
-        .unwrap_or(c"".as_ptr());
+    let text =
+        LAST_ERROR.try_with(|last| last.borrow().as_ref().map(|s| s.as_ptr())).ok().flatten().unwrap_or(c"".as_ptr());
     // SAFETY: the caller guarantees `message` is writable; checked non-null above.
     unsafe { message.write(text) };
     CIFAR10_OK

@@ -2,7 +2,9 @@
 //! `libcifar10.a` and against `libcifar10.so`, and runs it on the in-repo sample: it must
 //! get exactly the manifest's count, agree across two threads on one handle, and refuse
 //! every bad input (see the C file). The static build also runs under valgrind (no errors,
-//! no leaks), and `tests/c/header_compiles.cpp` checks the header from C++.
+//! no leaks) on the sample's first records (valgrind runs this code some 500 times slower:
+//! the whole sample would take most of an hour), and `tests/c/header_compiles.cpp` checks
+//! the header from C++.
 //!
 //! The libraries are the ones cargo built for this test run (the crate's `cdylib` and
 //! `staticlib`, in this test's own folder `target/<profile>/deps`; the copies cargo puts in
@@ -75,19 +77,22 @@ fn shared_link() -> Vec<String> {
     vec![format!("-L{dir}"), "-lcifar10".into(), format!("-Wl,-rpath,{dir}")]
 }
 
-fn run_c_program(exe: &Path, wrapper: &[&str]) -> String {
+/// Runs the C program on the whole sample; it must get the manifest's count.
+fn run_c_program_on_the_sample(exe: &Path) {
     let expected = expected_correct();
+    let text = run_c_program(exe, &[], &repo_file("data/sample/test_batch.bin"), &expected.to_string());
+    assert!(text.contains(&format!("correct: {expected}/1000")), "{text}");
+}
+
+/// Runs the C program (under `wrapper`, if any) and checks that all its checks passed.
+fn run_c_program(exe: &Path, wrapper: &[&str], sample: &Path, expected: &str) -> String {
     let (program, args) = match wrapper.split_first() {
         Some((first, rest)) => (first.to_string(), [rest, &[exe.to_str().expect("UTF-8 path")]].concat()),
         None => (exe.display().to_string(), vec![]),
     };
-    let output = run(Command::new(program)
-        .args(args)
-        .arg(repo_file("models/cifar10.safetensors"))
-        .arg(repo_file("data/sample/test_batch.bin"))
-        .arg(expected.to_string()));
+    let output =
+        run(Command::new(program).args(args).arg(repo_file("models/cifar10.safetensors")).arg(sample).arg(expected));
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(text.contains(&format!("correct: {expected}/1000")), "{text}");
     assert!(text.contains("all checks passed"), "{text}");
     text
 }
@@ -95,7 +100,7 @@ fn run_c_program(exe: &Path, wrapper: &[&str]) -> String {
 #[test]
 fn c_program_linked_statically_gets_the_manifest_count() {
     let exe = build_c_program("classify_sample_static", &static_link());
-    run_c_program(&exe, &[]);
+    run_c_program_on_the_sample(&exe);
 }
 
 #[test]
@@ -103,15 +108,22 @@ fn c_program_linked_dynamically_gets_the_manifest_count() {
     let exe = build_c_program("classify_sample_shared", &shared_link());
     let ldd = run(Command::new("ldd").arg(&exe));
     assert!(String::from_utf8_lossy(&ldd.stdout).contains("libcifar10.so"), "not linked to libcifar10.so");
-    run_c_program(&exe, &[]);
+    run_c_program_on_the_sample(&exe);
 }
+
+/// Records of the sample the valgrind run classifies.
+const VALGRIND_RECORDS: usize = 8;
 
 #[test]
 fn c_program_under_valgrind_has_no_errors_and_no_leaks() {
     let exe = build_c_program("classify_sample_valgrind", &static_link());
     let log = out_dir().join("valgrind.log");
     let log_arg = format!("--log-file={}", log.display());
-    run_c_program(
+    let suppressions = format!("--suppressions={}", crate_dir().join("tests/c/valgrind.supp").display());
+    let sample = std::fs::read(repo_file("data/sample/test_batch.bin")).expect("the sample");
+    let prefix = out_dir().join("sample_prefix.bin");
+    std::fs::write(&prefix, &sample[..VALGRIND_RECORDS * 3073]).expect("write the sample's first records");
+    let text = run_c_program(
         &exe,
         &[
             "valgrind",
@@ -119,9 +131,13 @@ fn c_program_under_valgrind_has_no_errors_and_no_leaks() {
             "--show-leak-kinds=definite,indirect,possible",
             "--errors-for-leak-kinds=definite,indirect,possible",
             "--error-exitcode=1",
+            &suppressions,
             &log_arg,
         ],
+        &prefix,
+        "-",
     );
+    assert!(text.contains(&format!("/{VALGRIND_RECORDS} (expected -)")), "{text}");
     let report = std::fs::read_to_string(&log).expect("valgrind log");
     assert!(report.contains("ERROR SUMMARY: 0 errors"), "valgrind found errors:\n{report}");
     for kind in ["definitely lost", "indirectly lost", "possibly lost"] {
@@ -142,4 +158,16 @@ fn cpp_program_includes_the_header_and_calls_the_library() {
         .arg(&exe));
     let output = run(Command::new(&exe).arg(repo_file("models/cifar10.safetensors")));
     assert!(String::from_utf8_lossy(&output.stdout).contains("a grey image is a"));
+}
+
+#[test]
+fn shared_library_exports_only_cifar10_symbols() {
+    let output = run(Command::new("nm").args(["-D", "--defined-only"]).arg(library_dir().join("libcifar10.so")));
+    let symbols: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(2).map(str::to_string))
+        .collect();
+    assert!(symbols.iter().any(|s| s == "cifar10_classify"), "{symbols:?}");
+    let foreign: Vec<&String> = symbols.iter().filter(|s| !s.starts_with("cifar10_")).collect();
+    assert!(foreign.is_empty(), "libcifar10.so exports symbols without the cifar10_ prefix: {foreign:?}");
 }

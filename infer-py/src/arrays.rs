@@ -4,7 +4,7 @@
 //! any strides (transposed, sliced, non-contiguous) are accepted.
 
 use ndarray::{Array4, Axis, Ix4};
-use numpy::{Element, PyArrayDyn, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTypeMethods;
@@ -33,10 +33,11 @@ pub(crate) fn inputs(obj: &Bound<'_, PyAny>) -> PyResult<Array4<f32>> {
     Ok(view.as_standard_layout().into_owned())
 }
 
-/// `obj` as a numpy array of `T`, or a `ValueError` saying what it is instead.
-fn typed<'py, T: Element>(obj: &Bound<'py, PyAny>, what: &str, expected: &str) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
+/// `obj` as a numpy array of `T` borrowed for reading, or a `ValueError` saying what it
+/// is instead.
+fn typed<'py, T: Element>(obj: &Bound<'py, PyAny>, what: &str, expected: &str) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
     if let Ok(array) = obj.cast::<PyArrayDyn<T>>() {
-        return Ok(array.clone());
+        return array.try_readonly().map_err(|e| PyValueError::new_err(format!("{what}: {e}")));
     }
     let found = match obj.cast::<PyUntypedArray>() {
         Ok(array) => format!("a {} array", array.dtype()),

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use infer::Engine;
 use model_format::{Metadata, Weights, NUM_CLASSES};
 use ndarray::{Array1, Array2};
 use numpy::{IntoPyArray, PyArray1, PyArray2};
@@ -12,6 +11,9 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict};
 
 use crate::arrays;
 use crate::errors::{to_py, weights_to_py};
+
+/// What `classify` returns: classes `int64 [N]` and probabilities `float32 [N, 10]`.
+type Classified<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray2<f32>>);
 
 /// Largest `threads` accepted (as in the C library).
 const MAX_THREADS: usize = 256;
@@ -81,11 +83,7 @@ impl Classifier {
     /// `[N, 32, 32, 3]` (RGB, any strides) or one `[32, 32, 3]` image (then N = 1);
     /// returns the most probable class of each image (`int64 [N]`) and the class
     /// probabilities (`float32 [N, 10]`).
-    fn classify<'py>(
-        &self,
-        py: Python<'py>,
-        images: &Bound<'py, PyAny>,
-    ) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray2<f32>>)> {
+    fn classify<'py>(&self, py: Python<'py>, images: &Bound<'py, PyAny>) -> PyResult<Classified<'py>> {
         let images = arrays::images(images)?;
         let predictions = py.detach(|| self.inner.classify_array(images.view())).map_err(to_py)?;
         let classes: Array1<i64> = predictions.iter().map(|p| p.class as i64).collect();

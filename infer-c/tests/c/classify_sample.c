@@ -5,6 +5,7 @@
  * Built and run by infer-c/tests/c_program.rs (static, shared, and under valgrind).
  *
  * Usage: classify_sample MODEL SAMPLE EXPECTED_CORRECT
+ * EXPECTED_CORRECT "-" skips the count check (the valgrind run uses a few records only).
  * Exit status 0 when every check passes; each failed check is printed.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -216,14 +217,15 @@ static void check_threads(cifar10_model model, const uint8_t *hwc, size_t n, con
 }
 
 /* The model from memory (2 threads per call) gives the same results as from its file. */
-static void check_open_bytes(const uint8_t *bytes, size_t len, const uint8_t *hwc, const float *probs) {
-    enum { N = 16 };
+static void check_open_bytes(const uint8_t *bytes, size_t len, const uint8_t *hwc, size_t n, const float *probs) {
+    enum { MAX = 16 };
     cifar10_model model = 0;
-    int32_t c[N];
-    float p[N * CIFAR10_NUM_CLASSES];
+    int32_t c[MAX];
+    float p[MAX * CIFAR10_NUM_CLASSES];
+    n = n < MAX ? n : MAX;
     EXPECT_OK(cifar10_open_bytes(bytes, len, 2, &model));
-    EXPECT_OK(cifar10_classify(model, hwc, N * CIFAR10_IMAGE_LEN, N, c, N, p, N * CIFAR10_NUM_CLASSES));
-    CHECK(memcmp(p, probs, sizeof p) == 0, "model from bytes: probabilities differ from the file's");
+    EXPECT_OK(cifar10_classify(model, hwc, n * CIFAR10_IMAGE_LEN, n, c, n, p, n * CIFAR10_NUM_CLASSES));
+    CHECK(memcmp(p, probs, n * CIFAR10_NUM_CLASSES * sizeof *p) == 0, "model from bytes: probabilities differ");
     EXPECT_OK(cifar10_close(&model));
 }
 
@@ -345,13 +347,13 @@ int main(int argc, char **argv) {
     long correct = 0;
     for (size_t i = 0; i < n; i++) correct += classes[i] == labels[i];
     printf("correct: %ld/%zu (expected %s)\n", correct, n, argv[3]);
-    CHECK(correct == atol(argv[3]), "correct %ld, expected %s", correct, argv[3]);
+    if (strcmp(argv[3], "-") != 0) CHECK(correct == atol(argv[3]), "correct %ld, expected %s", correct, argv[3]);
 
     CHECK(readme_example(model_path, hwc) == classes[0], "README example disagrees with classify");
     check_top_k(model, hwc, subset, classes, probs);
     check_logits(model, hwc, subset, probs);
     check_threads(model, hwc, subset, classes, probs);
-    check_open_bytes(model_bytes, model_len, hwc, probs);
+    check_open_bytes(model_bytes, model_len, hwc, subset, probs);
     printf("bad inputs:\n");
     check_bad_opens(model_path, model_bytes, model_len);
     check_bad_calls(model, hwc);
