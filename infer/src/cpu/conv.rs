@@ -4,7 +4,8 @@
 
 use model_format::arch::Conv;
 
-use super::gemm::{self, Kernel, PackedA, NR};
+use super::gemm::{self, Micro, PackedA};
+use super::workers::{SharedChunks, Team};
 
 /// A convolution layer with its weights and the input geometry it was planned for.
 #[derive(Debug, Clone)]
@@ -18,16 +19,17 @@ pub(crate) struct ConvStep {
     /// zero-padded input: im2col value `(tap, pixel)` is `padded[taps[tap] + start(pixel)]`,
     /// where `start(pixel)` is the top-left corner of the pixel's window. No border tests.
     taps: Vec<usize>,
-    /// For each panel of `NR` output pixels, its runs of pixels on one output row, as
+    /// For each panel of `nr` output pixels, its runs of pixels on one output row, as
     /// `(position in the panel, start of the first pixel's window)`: along a run, both go
     /// up by one per pixel, so a run is one contiguous copy.
     runs: Vec<Vec<(usize, usize)>>,
     pub(crate) relu: bool,
-    gemm: Kernel,
+    micro: Micro,
 }
 
 impl ConvStep {
-    pub(crate) fn new(conv: &Conv, weight: &[f32], bias: &[f32], height: usize, width: usize) -> Self {
+    pub(crate) fn new(conv: &Conv, weight: &[f32], bias: &[f32], height: usize, width: usize, micro: Micro) -> Self {
+        let nr = micro.nr;
         let (k, channels) = (conv.kernel(), conv.in_channels());
         // The output keeps the input's size: the window offsets below rely on it.
         assert_eq!(2 * conv.pad + 1, k, "a stride-1 convolution padded to keep its map size");
@@ -35,9 +37,9 @@ impl ConvStep {
         let taps =
             (0..channels * k * k).map(|tap| (tap / (k * k) * padded_h + tap / k % k) * padded_w + tap % k).collect();
         let runs = (0..height * width)
-            .step_by(NR)
+            .step_by(nr)
             .map(|first| {
-                let end = (first + NR).min(height * width);
+                let end = (first + nr).min(height * width);
                 let mut runs = Vec::new();
                 let mut pixel = first;
                 while pixel < end {
@@ -49,7 +51,7 @@ impl ConvStep {
             })
             .collect();
         ConvStep {
-            weight: PackedA::new(weight, bias, conv.out_channels(), channels * k * k),
+            weight: PackedA::new(weight, bias, conv.out_channels(), channels * k * k, micro.mr),
             in_channels: channels,
             pad: conv.pad,
             height,
@@ -57,7 +59,7 @@ impl ConvStep {
             taps,
             runs,
             relu: false,
-            gemm: Kernel::best(),
+            micro,
         }
     }
 
@@ -66,15 +68,15 @@ impl ConvStep {
         self.weight.floats()
     }
 
-    /// Floats of the zero-padded input, plus `NR` of slack: [`Self::im2col`] copies whole
-    /// `NR`-float stretches, reading (and writing) past the end of a shorter run.
+    /// Floats of the zero-padded input, plus `nr` of slack: [`Self::im2col`] copies whole
+    /// `nr`-float stretches, reading (and writing) past the end of a shorter run.
     fn padded_len(&self) -> usize {
-        self.in_channels * (self.height + 2 * self.pad) * (self.width + 2 * self.pad) + NR
+        self.in_channels * (self.height + 2 * self.pad) * (self.width + 2 * self.pad) + self.micro.nr
     }
 
-    /// Floats of the packed im2col matrix, plus `NR` of slack as above.
+    /// Floats of the packed im2col matrix, plus `nr` of slack as above.
     fn col_len(&self) -> usize {
-        gemm::packed_b_len(self.taps.len(), self.height * self.width) + NR
+        gemm::packed_b_len(self.taps.len(), self.height * self.width, self.micro.nr) + self.micro.nr
     }
 
     /// Floats of scratch one image needs: the padded input and the packed im2col matrix.
@@ -82,32 +84,24 @@ impl ConvStep {
         self.padded_len() + self.col_len()
     }
 
-    /// Convolves one `[in, h, w]` image into `out` (`[out, h, w]`), using `scratch`.
-    /// With `threads > 1` the output channels are shared out between scoped threads (for
-    /// batches smaller than the thread count); each value is computed the same way either way.
-    pub(crate) fn run(&self, input: &[f32], out: &mut [f32], scratch: &mut [f32], threads: usize) {
+    /// Convolves one `[in, h, w]` image into `out` (`[out, h, w]`), using `scratch`. With a
+    /// team of several threads (a batch smaller than the thread count), the output channels
+    /// are shared out between them, in whole panels; each value is computed the same way
+    /// either way.
+    pub(crate) fn run(&self, input: &[f32], out: &mut [f32], scratch: &mut [f32], team: &Team) {
         let plane = self.height * self.width;
         let (padded, col) = scratch[..self.scratch_len()].split_at_mut(self.padded_len());
         self.pad_input(input, padded);
         self.im2col(padded, col);
         let col = &*col;
         let out = &mut out[..self.weight.rows() * plane];
-        // Whole panels of the packed weights per thread.
-        let panels_per_thread = self.weight.panels().div_ceil(threads.max(1));
-        let rows_per_thread = panels_per_thread * gemm::MR;
-        if rows_per_thread >= self.weight.rows() {
-            gemm::multiply(self.gemm, &self.weight, 0, col, plane, out, self.relu);
-            return;
-        }
-        std::thread::scope(|scope| {
-            let mut parts = out.chunks_mut(rows_per_thread * plane).enumerate();
-            let (_, first) = parts.next().expect("at least one output channel");
-            for (i, part) in parts {
-                scope.spawn(move || {
-                    gemm::multiply(self.gemm, &self.weight, i * panels_per_thread, col, plane, part, self.relu)
-                });
-            }
-            gemm::multiply(self.gemm, &self.weight, 0, col, plane, first, self.relu);
+        let panels_per_part = self.weight.panels().div_ceil(team.size());
+        let rows_per_part = panels_per_part * self.weight.mr();
+        let chunks = SharedChunks::new(out, rows_per_part * plane);
+        team.run(chunks.count(), &|i| {
+            // SAFETY: each part index runs once, so each chunk is borrowed once.
+            let part = unsafe { chunks.get(i) };
+            gemm::multiply(self.micro, &self.weight, i * panels_per_part, col, plane, part, self.relu)
         });
     }
 
@@ -123,11 +117,20 @@ impl ConvStep {
         }
     }
 
-    /// Fills `col` with the packed im2col matrix (tap-major, in panels of `NR` output
-    /// pixels), front to back. Each run is copied as a whole `NR` floats: what lands past
+    /// Fills `col` with the packed im2col matrix (tap-major, in panels of `nr` output
+    /// pixels), front to back. Each run is copied as a whole `nr` floats: what lands past
     /// the run's end is overwritten by the next run or the next row, or falls in the
     /// slack, and the columns past the last pixel are zeroed.
     fn im2col(&self, padded: &[f32], col: &mut [f32]) {
+        // A constant width makes each copy a few vector moves instead of a memcpy call.
+        match self.micro.nr {
+            16 => self.im2col_nr::<16>(padded, col),
+            48 => self.im2col_nr::<48>(padded, col),
+            nr => unreachable!("no micro-kernel is {nr} columns wide"),
+        }
+    }
+
+    fn im2col_nr<const NR: usize>(&self, padded: &[f32], col: &mut [f32]) {
         let (depth, pixels) = (self.taps.len(), self.height * self.width);
         for (j, runs) in self.runs.iter().enumerate() {
             let used = NR.min(pixels - j * NR);
@@ -146,16 +149,20 @@ impl ConvStep {
 mod tests {
     use model_format::arch::{Layer, LAYERS, TENSORS};
 
+    use super::super::kernel::Kernel;
+    use super::super::workers::Workers;
     use super::*;
 
     fn value(i: usize, scale: f32) -> f32 {
         ((i * 37 % 101) as f32 / 50.0 - 1.0) * scale
     }
 
-    /// The model's convolutions on maps whose rows are not a multiple of `NR` (so panels
-    /// hold pieces of several rows, and the last panel is partial) against the definition.
+    /// The model's convolutions on maps whose rows are not a multiple of `nr` (so panels
+    /// hold pieces of several rows, and the last panel is partial) against the definition,
+    /// with the same bits for every kernel and thread count.
     #[test]
-    fn ragged_geometries_match_the_definition_for_any_thread_count() {
+    fn ragged_geometries_match_the_definition_for_any_kernel_and_thread_count() {
+        let teams = [Workers::new(2).unwrap(), Workers::new(3).unwrap()];
         let convs = LAYERS.iter().filter_map(|(_, layer)| match layer {
             Layer::Conv(conv) => Some(*conv),
             _ => None,
@@ -165,11 +172,11 @@ mod tests {
             let weight: Vec<f32> = (0..TENSORS[conv.weight].len()).map(|i| value(i, 0.2)).collect();
             let bias: Vec<f32> = (0..c_out).map(|i| value(i + 3, 0.1)).collect();
             let input: Vec<f32> = (0..c_in * h * w).map(|i| value(i + 7, 1.0)).collect();
-            let mut step = ConvStep::new(&conv, &weight, &bias, h, w);
+            let mut step = ConvStep::new(&conv, &weight, &bias, h, w, Micro::new(Kernel::Portable));
             step.relu = true;
             let mut scratch = vec![f32::NAN; step.scratch_len()];
             let mut want = vec![0f32; c_out * h * w];
-            step.run(&input, &mut want, &mut scratch, 1);
+            step.run(&input, &mut want, &mut scratch, &Team::alone());
             for o in 0..c_out {
                 for y in 0..h {
                     for x in 0..w {
@@ -186,10 +193,16 @@ mod tests {
                     }
                 }
             }
-            for threads in [2, 3] {
-                let mut got = vec![0f32; c_out * h * w];
-                step.run(&input, &mut got, &mut scratch, threads);
-                assert_eq!(got, want, "{h}×{w} on {threads} threads");
+            for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
+                let mut step = ConvStep::new(&conv, &weight, &bias, h, w, Micro::new(kernel));
+                step.relu = true;
+                let mut scratch = vec![f32::NAN; step.scratch_len()];
+                for workers in &teams {
+                    let team = workers.team();
+                    let mut got = vec![0f32; c_out * h * w];
+                    step.run(&input, &mut got, &mut scratch, &team);
+                    assert!(got == want, "{h}×{w}, {kernel} kernel on {} threads", team.size());
+                }
             }
         }
     }

@@ -7,8 +7,11 @@ use model_format::Weights;
 
 use super::conv::ConvStep;
 use super::dense::DenseStep;
+use super::gemm::Micro;
+use super::kernel::{self, Kernel};
 use super::lrn::LrnStep;
 use super::pool::PoolStep;
+use super::workers::Team;
 use crate::error::InferError;
 
 /// One step on a single image's `[c, h, w]` map.
@@ -22,13 +25,13 @@ pub(crate) enum MapStep {
 
 impl MapStep {
     /// Runs the step from `input` into `out`; `col` and `sums` are scratch; a convolution
-    /// may share its work between `threads` threads.
-    pub(crate) fn run(&self, input: &[f32], out: &mut [f32], col: &mut [f32], sums: &mut [f32], threads: usize) {
+    /// may share its work with the team.
+    pub(crate) fn run(&self, input: &[f32], out: &mut [f32], col: &mut [f32], sums: &mut [f32], team: &Team) {
         match self {
-            MapStep::Conv(conv) => conv.run(input, out, col, threads),
+            MapStep::Conv(conv) => conv.run(input, out, col, team),
             MapStep::Pool(pool) => pool.run(input, out),
             MapStep::Lrn(lrn) => lrn.run(input, out, sums),
-            MapStep::Relu => out.iter_mut().zip(input).for_each(|(o, &x)| *o = x.max(0.0)),
+            MapStep::Relu => out.iter_mut().zip(input).for_each(|(o, &x)| *o = kernel::relu(x)),
         }
     }
 }
@@ -48,10 +51,13 @@ pub(crate) struct Plan {
     pub(crate) flat_len: usize,
     /// Widest per-example vector in the dense part (floats).
     pub(crate) dense_len: usize,
+    /// The kernel every step uses.
+    pub(crate) kernel: Kernel,
 }
 
 impl Plan {
-    pub(crate) fn build(weights: &Weights) -> Result<Self, InferError> {
+    pub(crate) fn build(weights: &Weights, kernel: Kernel) -> Result<Self, InferError> {
+        let kernel = kernel.check_available()?;
         let mut plan = Plan {
             map_steps: Vec::new(),
             dense_steps: Vec::new(),
@@ -60,6 +66,7 @@ impl Plan {
             sums_len: 0,
             flat_len: 0,
             dense_len: 0,
+            kernel,
         };
         let mut shape = INPUT_SHAPE;
         let mut flattened = false;
@@ -86,7 +93,8 @@ impl Plan {
             || InferError::Backend(format!("layer `{name}` ({layer:?}) cannot follow a {shape:?} activation"));
         match (*layer, shape, *flattened) {
             (Layer::Conv(conv), ActShape::Map { h, w, .. }, false) => {
-                let step = ConvStep::new(&conv, weights.tensor(conv.weight), weights.tensor(conv.bias), h, w);
+                let (weight, bias) = (weights.tensor(conv.weight), weights.tensor(conv.bias));
+                let step = ConvStep::new(&conv, weight, bias, h, w, Micro::new(self.kernel));
                 self.col_len = self.col_len.max(step.scratch_len());
                 self.map_steps.push(MapStep::Conv(step));
             }
@@ -107,7 +115,8 @@ impl Plan {
                 self.flat_len = shape.len();
             }
             (Layer::Dense(dense), ActShape::Flat(n), true) if n == dense.in_features() => {
-                let step = DenseStep::new(&dense, weights.tensor(dense.weight), weights.tensor(dense.bias));
+                let step =
+                    DenseStep::new(&dense, weights.tensor(dense.weight), weights.tensor(dense.bias), self.kernel);
                 self.dense_steps.push(step);
             }
             (Layer::Relu, _, true) => match self.dense_steps.last_mut() {
