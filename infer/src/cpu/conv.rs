@@ -20,9 +20,10 @@ pub(crate) struct ConvStep {
     /// where `start(pixel)` is the top-left corner of the pixel's window. No border tests.
     taps: Vec<usize>,
     /// For each panel of `nr` output pixels, its runs of pixels on one output row, as
-    /// `(position in the panel, start of the first pixel's window)`: along a run, both go
-    /// up by one per pixel, so a run is one contiguous copy.
-    runs: Vec<Vec<(usize, usize)>>,
+    /// `(position in the panel, start of the first pixel's window, length in blocks of
+    /// COPY floats)`: along a run, both go up by one per pixel, so a run is one contiguous
+    /// copy.
+    runs: Vec<Vec<(usize, usize, usize)>>,
     pub(crate) relu: bool,
     micro: Micro,
 }
@@ -44,8 +45,9 @@ impl ConvStep {
                 let mut pixel = first;
                 while pixel < end {
                     let (y, x) = (pixel / width, pixel % width);
-                    runs.push((pixel - first, y * padded_w + x));
-                    pixel = end.min(pixel + width - x);
+                    let run_end = end.min(pixel + width - x);
+                    runs.push((pixel - first, y * padded_w + x, (run_end - pixel).div_ceil(COPY)));
+                    pixel = run_end;
                 }
                 runs
             })
@@ -68,15 +70,15 @@ impl ConvStep {
         self.weight.floats()
     }
 
-    /// Floats of the zero-padded input, plus `nr` of slack: [`Self::im2col`] copies whole
-    /// `nr`-float stretches, reading (and writing) past the end of a shorter run.
+    /// Floats of the zero-padded input, plus `COPY` of slack: [`Self::im2col`] copies whole
+    /// blocks of `COPY` floats, reading (and writing) past the end of a shorter run.
     fn padded_len(&self) -> usize {
-        self.in_channels * (self.height + 2 * self.pad) * (self.width + 2 * self.pad) + self.micro.nr
+        self.in_channels * (self.height + 2 * self.pad) * (self.width + 2 * self.pad) + COPY
     }
 
-    /// Floats of the packed im2col matrix, plus `nr` of slack as above.
+    /// Floats of the packed im2col matrix, plus `COPY` of slack as above.
     fn col_len(&self) -> usize {
-        gemm::packed_b_len(self.taps.len(), self.height * self.width, self.micro.nr) + self.micro.nr
+        gemm::packed_b_len(self.taps.len(), self.height * self.width, self.micro.nr) + COPY
     }
 
     /// Floats of scratch one image needs: the padded input and the packed im2col matrix.
@@ -118,32 +120,30 @@ impl ConvStep {
     }
 
     /// Fills `col` with the packed im2col matrix (tap-major, in panels of `nr` output
-    /// pixels), front to back. Each run is copied as a whole `nr` floats: what lands past
-    /// the run's end is overwritten by the next run or the next row, or falls in the
-    /// slack, and the columns past the last pixel are zeroed.
+    /// pixels), front to back. Each run is copied in whole blocks of `COPY` floats: what
+    /// lands past the run's end is overwritten by the next run or the next row, or falls in
+    /// the slack, and the columns past the last pixel are zeroed.
     fn im2col(&self, padded: &[f32], col: &mut [f32]) {
-        // A constant width makes each copy a few vector moves instead of a memcpy call.
-        match self.micro.nr {
-            16 => self.im2col_nr::<16>(padded, col),
-            48 => self.im2col_nr::<48>(padded, col),
-            nr => unreachable!("no micro-kernel is {nr} columns wide"),
-        }
-    }
-
-    fn im2col_nr<const NR: usize>(&self, padded: &[f32], col: &mut [f32]) {
-        let (depth, pixels) = (self.taps.len(), self.height * self.width);
+        let (depth, pixels, nr) = (self.taps.len(), self.height * self.width, self.micro.nr);
         for (j, runs) in self.runs.iter().enumerate() {
-            let used = NR.min(pixels - j * NR);
+            let used = nr.min(pixels - j * nr);
             for (p, &tap) in self.taps.iter().enumerate() {
-                let row = (j * depth + p) * NR;
-                for &(at, source) in runs {
-                    col[row + at..][..NR].copy_from_slice(&padded[tap + source..][..NR]);
+                let row = (j * depth + p) * nr;
+                for &(at, source, blocks) in runs {
+                    for block in 0..blocks {
+                        let (to, from) = (row + at + block * COPY, tap + source + block * COPY);
+                        // A constant length: a few vector moves, not a memcpy call.
+                        col[to..][..COPY].copy_from_slice(&padded[from..][..COPY]);
+                    }
                 }
-                col[row + used..row + NR].fill(0.0);
+                col[row + used..row + nr].fill(0.0);
             }
         }
     }
 }
+
+/// Floats per copy in [`ConvStep::im2col`]: 64 bytes.
+const COPY: usize = 16;
 
 #[cfg(test)]
 mod tests {

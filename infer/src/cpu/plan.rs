@@ -29,7 +29,7 @@ impl MapStep {
     pub(crate) fn run(&self, input: &[f32], out: &mut [f32], col: &mut [f32], sums: &mut [f32], team: &Team) {
         match self {
             MapStep::Conv(conv) => conv.run(input, out, col, team),
-            MapStep::Pool(pool) => pool.run(input, out),
+            MapStep::Pool(pool) => pool.run(input, out, sums),
             MapStep::Lrn(lrn) => lrn.run(input, out, sums),
             MapStep::Relu => out.iter_mut().zip(input).for_each(|(o, &x)| *o = kernel::relu(x)),
         }
@@ -45,7 +45,7 @@ pub(crate) struct Plan {
     pub(crate) map_len: usize,
     /// Convolution scratch for one image: packed im2col and padded input (floats).
     pub(crate) col_len: usize,
-    /// LRN window-sum scratch (floats).
+    /// LRN window-sum and pooling row scratch (floats).
     pub(crate) sums_len: usize,
     /// Features entering the first dense layer.
     pub(crate) flat_len: usize,
@@ -99,7 +99,9 @@ impl Plan {
                 self.map_steps.push(MapStep::Conv(step));
             }
             (Layer::MaxPool(pool), ActShape::Map { c, h, w }, false) => {
-                self.map_steps.push(MapStep::Pool(PoolStep::new(pool, c, h, w)));
+                let step = PoolStep::new(pool, c, h, w);
+                self.sums_len = self.sums_len.max(step.scratch_len());
+                self.map_steps.push(MapStep::Pool(step));
             }
             (Layer::Lrn(lrn), ActShape::Map { c, h, w }, false) => {
                 let step = LrnStep::new(lrn, c, h * w);

@@ -16,29 +16,45 @@ impl PoolStep {
         PoolStep { pool, channels, height, width }
     }
 
-    /// Pools one `[c, h, w]` map into `out` (`[c, out_h, out_w]`).
-    pub(crate) fn run(&self, input: &[f32], out: &mut [f32]) {
+    /// Pools one `[c, h, w]` map into `out` (`[c, out_h, out_w]`): per output row, the max
+    /// down the window's input rows (whole rows at a time, so it vectorises), then the max
+    /// across each window of that row. `rows` is scratch for one input row.
+    pub(crate) fn run(&self, input: &[f32], out: &mut [f32], rows: &mut [f32]) {
         let (h, w) = (self.height, self.width);
         let (oh, ow) = (self.pool.out_size(h), self.pool.out_size(w));
         let (top, _) = self.pool.padding(h);
         let (left, _) = self.pool.padding(w);
-        let rows = window_ranges(self.pool, top, h, oh);
-        let cols = window_ranges(self.pool, left, w, ow);
-        for c in 0..self.channels {
-            let src = &input[c * h * w..][..h * w];
-            let dst = &mut out[c * oh * ow..][..oh * ow];
-            for (oy, &(y0, y1)) in rows.iter().enumerate() {
-                for (ox, &(x0, x1)) in cols.iter().enumerate() {
-                    let mut best = f32::NEG_INFINITY;
-                    for y in y0..y1 {
-                        for &v in &src[y * w + x0..y * w + x1] {
-                            best = best.max(v);
-                        }
-                    }
-                    dst[oy * ow + ox] = best;
+        let row_windows = window_ranges(self.pool, top, h, oh);
+        let col_windows = window_ranges(self.pool, left, w, ow);
+        let column_max = &mut rows[..w];
+        for (src, dst) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)).take(self.channels) {
+            for (&(y0, y1), dst_row) in row_windows.iter().zip(dst.chunks_exact_mut(ow)) {
+                column_max.copy_from_slice(&src[y0 * w..][..w]);
+                for line in src[(y0 + 1) * w..y1 * w].chunks_exact(w) {
+                    column_max.iter_mut().zip(line).for_each(|(m, &v)| *m = max(*m, v));
+                }
+                for (&(x0, x1), d) in col_windows.iter().zip(dst_row.iter_mut()) {
+                    *d = column_max[x0 + 1..x1].iter().fold(column_max[x0], |m, &v| max(m, v));
                 }
             }
         }
+    }
+
+    /// Floats of scratch needed: one input row.
+    pub(crate) fn scratch_len(&self) -> usize {
+        self.width
+    }
+}
+
+/// `b` when it is larger, else `a`: what `MAXPS(b, a)` computes, so the loops vectorise.
+/// Windows are never empty, so without NaNs this is the window's maximum (in the model the
+/// inputs come out of a ReLU, or an LRN of one; a NaN gives the same bits on every machine).
+#[inline(always)]
+fn max(a: f32, b: f32) -> f32 {
+    if b > a {
+        b
+    } else {
+        a
     }
 }
 
@@ -81,7 +97,7 @@ mod tests {
         // that let the padding (0) win would output zeros on the last row and column.
         let input: Vec<f32> = (0..16).map(|i| -1.0 - i as f32).collect();
         let mut out = [0f32; 4];
-        PoolStep::new(POOL, 1, 4, 4).run(&input, &mut out);
+        PoolStep::new(POOL, 1, 4, 4).run(&input, &mut out, &mut [0.0; 4]);
         // Windows cover rows/cols [0,3) and [2,4): the max is the top-left-most value.
         assert_eq!(out, [-1.0, -3.0, -9.0, -11.0]);
     }
