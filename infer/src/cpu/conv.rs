@@ -90,6 +90,7 @@ impl ConvStep {
     /// team of several threads (a batch smaller than the thread count), the output channels
     /// are shared out between them, in whole panels; each value is computed the same way
     /// either way.
+    #[inline(always)] // compiled for the kernel's instruction set (`MapStep::run`)
     pub(crate) fn run(&self, input: &[f32], out: &mut [f32], scratch: &mut [f32], team: &Team) {
         let plane = self.height * self.width;
         let (padded, col) = scratch[..self.scratch_len()].split_at_mut(self.padded_len());
@@ -108,6 +109,7 @@ impl ConvStep {
     }
 
     /// Copies the `[in, h, w]` input into the middle of a zeroed `[in, h + 2·pad, w + 2·pad]`.
+    #[inline(always)] // compiled for the kernel's instruction set (`MapStep::run`)
     fn pad_input(&self, input: &[f32], padded: &mut [f32]) {
         let (h, w, pad) = (self.height, self.width, self.pad);
         let padded_w = w + 2 * pad;
@@ -123,6 +125,7 @@ impl ConvStep {
     /// pixels), front to back. Each run is copied in whole blocks of `COPY` floats: what
     /// lands past the run's end is overwritten by the next run or the next row, or falls in
     /// the slack, and the columns past the last pixel are zeroed.
+    #[inline(always)] // compiled for the kernel's instruction set (`MapStep::run`)
     fn im2col(&self, padded: &[f32], col: &mut [f32]) {
         let (depth, pixels, nr) = (self.taps.len(), self.height * self.width, self.micro.nr);
         for (j, runs) in self.runs.iter().enumerate() {

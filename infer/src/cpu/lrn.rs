@@ -21,6 +21,7 @@ impl LrnStep {
     }
 
     /// Normalises one `[c, h·w]` map into `out`; `sums` is scratch.
+    #[inline(always)] // compiled for the kernel's instruction set (`MapStep::run`)
     pub(crate) fn run(&self, input: &[f32], out: &mut [f32], sums: &mut [f32]) {
         let (p, r) = (self.plane, self.lrn.depth_radius);
         let sums = &mut sums[..p];

@@ -284,10 +284,10 @@ fn map_steps(plan: &Plan, image: &[f32], maps: &mut MapBuffers, flat: &mut [f32]
         flat.copy_from_slice(&image[..flat.len()]);
         return;
     };
-    first.run(image, maps.ping, maps.col, maps.sums, team);
+    first.run(image, maps.ping, plan::Scratch { col: maps.col, sums: maps.sums }, team, plan.kernel);
     let (mut current, mut next) = (&mut *maps.ping, &mut *maps.pong);
     for step in rest {
-        step.run(current, next, maps.col, maps.sums, team);
+        step.run(current, next, plan::Scratch { col: maps.col, sums: maps.sums }, team, plan.kernel);
         std::mem::swap(&mut current, &mut next);
     }
     flat.copy_from_slice(&current[..flat.len()]);

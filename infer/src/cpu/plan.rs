@@ -25,8 +25,36 @@ pub(crate) enum MapStep {
 
 impl MapStep {
     /// Runs the step from `input` into `out`; `col` and `sums` are scratch; a convolution
-    /// may share its work with the team.
-    pub(crate) fn run(&self, input: &[f32], out: &mut [f32], col: &mut [f32], sums: &mut [f32], team: &Team) {
+    /// may share its work with the team. The plain loops (im2col, pooling, LRN) are compiled
+    /// for the kernel's instruction set, so they move whole vector registers; they only use
+    /// exactly rounded operations (copies, max, +, ×, ÷, √ each on its own, never
+    /// contracted), so the bits do not depend on it.
+    pub(crate) fn run(&self, input: &[f32], out: &mut [f32], scratch: Scratch, team: &Team, kernel: Kernel) {
+        match kernel {
+            // SAFETY: the plan only holds kernels this CPU runs (checked when it is built).
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => unsafe { self.run_avx512(input, out, scratch, team) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2Fma => unsafe { self.run_avx2(input, out, scratch, team) },
+            _ => self.run_plain(input, out, scratch, team),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run_avx512(&self, input: &[f32], out: &mut [f32], scratch: Scratch, team: &Team) {
+        self.run_plain(input, out, scratch, team)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run_avx2(&self, input: &[f32], out: &mut [f32], scratch: Scratch, team: &Team) {
+        self.run_plain(input, out, scratch, team)
+    }
+
+    #[inline(always)]
+    fn run_plain(&self, input: &[f32], out: &mut [f32], Scratch { col, sums }: Scratch, team: &Team) {
         match self {
             MapStep::Conv(conv) => conv.run(input, out, col, team),
             MapStep::Pool(pool) => pool.run(input, out, sums),
@@ -34,6 +62,13 @@ impl MapStep {
             MapStep::Relu => out.iter_mut().zip(input).for_each(|(o, &x)| *o = kernel::relu(x)),
         }
     }
+}
+
+/// The scratch buffers of a map step: `col` for a convolution's padded input and packed
+/// im2col matrix, `sums` for LRN window sums and pooling rows.
+pub(crate) struct Scratch<'a> {
+    pub(crate) col: &'a mut [f32],
+    pub(crate) sums: &'a mut [f32],
 }
 
 /// The compiled network with the sizes of every buffer it needs.

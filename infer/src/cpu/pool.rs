@@ -19,6 +19,7 @@ impl PoolStep {
     /// Pools one `[c, h, w]` map into `out` (`[c, out_h, out_w]`): per output row, the max
     /// down the window's input rows (whole rows at a time, so it vectorises), then the max
     /// across each window of that row. `rows` is scratch for one input row.
+    #[inline(always)] // compiled for the kernel's instruction set (`MapStep::run`)
     pub(crate) fn run(&self, input: &[f32], out: &mut [f32], rows: &mut [f32]) {
         let (h, w) = (self.height, self.width);
         let (oh, ow) = (self.pool.out_size(h), self.pool.out_size(w));
