@@ -342,6 +342,39 @@ unsafe fn tile_portable(
     }
 }
 
+/// The convolutions' matrix product on its own, `C = relu(bias + A·B)` with A packed once
+/// and B already in its packed layout, for `benches/engines.rs` to set beside
+/// `matrixmultiply::sgemm`. Not part of the engine's API.
+#[doc(hidden)]
+pub struct ProductBench {
+    micro: Micro,
+    a: PackedA,
+    b: Vec<f32>,
+    c: Vec<f32>,
+    cols: usize,
+}
+
+impl ProductBench {
+    /// An `m × k` by `k × n` product with the given kernel (which this CPU must run).
+    pub fn new(kernel: Kernel, m: usize, k: usize, n: usize) -> Result<Self, crate::InferError> {
+        let micro = Micro::new(kernel.check_available()?);
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.25 - 0.75).collect();
+        let a = PackedA::new(&a, &vec![0.1; m], m, k, micro.mr);
+        let b = (0..packed_b_len(k, n, micro.nr)).map(|i| (i % 5) as f32 * 0.5 - 1.0).collect();
+        Ok(ProductBench { micro, a, b, c: vec![0.0; m * n], cols: n })
+    }
+
+    /// Computes the product once.
+    pub fn run(&mut self) {
+        multiply(self.micro, &self.a, 0, &self.b, self.cols, &mut self.c, true);
+    }
+
+    /// Floating-point operations of one product (a multiply and an add per term).
+    pub fn flops(&self) -> usize {
+        2 * self.a.rows * self.a.depth * self.cols
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,6 +62,8 @@ use ndarray::{ArrayView4, ArrayViewMut2};
 
 use crate::engine::{check_input, check_output, Engine};
 use crate::error::InferError;
+#[doc(hidden)]
+pub use gemm::ProductBench;
 pub use kernel::{Kernel, KERNEL_ENV};
 use plan::Plan;
 use workers::{SharedChunks, Team, Workers};
