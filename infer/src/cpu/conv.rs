@@ -5,6 +5,7 @@
 use model_format::arch::Conv;
 
 use super::gemm::{self, Micro, PackedA};
+use super::kernel::{Kernel, Part};
 use super::workers::{SharedChunks, Team};
 
 /// A convolution layer with its weights and the input geometry it was planned for.
@@ -20,9 +21,8 @@ pub(crate) struct ConvStep {
     /// where `start(pixel)` is the top-left corner of the pixel's window. No border tests.
     taps: Vec<usize>,
     /// For each panel of `nr` output pixels, its runs of pixels on one output row, as
-    /// `(position in the panel, start of the first pixel's window, length in blocks of
-    /// COPY floats)`: along a run, both go up by one per pixel, so a run is one contiguous
-    /// copy.
+    /// `(position in the panel, start of the first pixel's window, length)`: along a run,
+    /// both go up by one per pixel, so a run is one contiguous copy.
     runs: Vec<Vec<(usize, usize, usize)>>,
     pub(crate) relu: bool,
     micro: Micro,
@@ -46,7 +46,7 @@ impl ConvStep {
                 while pixel < end {
                     let (y, x) = (pixel / width, pixel % width);
                     let run_end = end.min(pixel + width - x);
-                    runs.push((pixel - first, y * padded_w + x, (run_end - pixel).div_ceil(COPY)));
+                    runs.push((pixel - first, y * padded_w + x, run_end - pixel));
                     pixel = run_end;
                 }
                 runs
@@ -87,20 +87,23 @@ impl ConvStep {
     }
 
     /// Convolves one `[in, h, w]` image into `out` (`[out, h, w]`), using `scratch`. With a
-    /// team of several threads (a batch smaller than the thread count), the output channels
-    /// are shared out between them, in whole panels; each value is computed the same way
-    /// either way.
-    #[inline(always)] // compiled for the kernel's instruction set (`MapStep::run`)
-    pub(crate) fn run(&self, input: &[f32], out: &mut [f32], scratch: &mut [f32], team: &Team) {
+    /// team of several threads (a batch smaller than the thread count), the im2col rows, then
+    /// the output channels (in whole panels), are shared out between them; each value is
+    /// computed the same way either way.
+    pub(crate) fn run(&self, input: &[f32], out: &mut [f32], scratch: &mut [f32], team: &Team, kernel: Kernel) {
         let plane = self.height * self.width;
         let (padded, col) = scratch[..self.scratch_len()].split_at_mut(self.padded_len());
-        self.pad_input(input, padded);
-        self.im2col(padded, col);
+        let pad = Pad { step: self, input, padded: SharedChunks::new(padded, usize::MAX) };
+        kernel.run_part(&pad, 0);
+        let depth = self.taps.len();
+        let taps_per_part = depth.div_ceil(team.size());
+        let parts = depth.div_ceil(taps_per_part);
+        let im2col = Im2col { step: self, padded: &*padded, col: ColPtr(col.as_mut_ptr()), taps_per_part, parts };
+        team.run_parts(parts, kernel, &im2col);
         let col = &*col;
         let out = &mut out[..self.weight.rows() * plane];
         let panels_per_part = self.weight.panels().div_ceil(team.size());
-        let rows_per_part = panels_per_part * self.weight.mr();
-        let chunks = SharedChunks::new(out, rows_per_part * plane);
+        let chunks = SharedChunks::new(out, panels_per_part * self.weight.mr() * plane);
         team.run(chunks.count(), &|i| {
             // SAFETY: each part index runs once, so each chunk is borrowed once.
             let part = unsafe { chunks.get(i) };
@@ -109,7 +112,7 @@ impl ConvStep {
     }
 
     /// Copies the `[in, h, w]` input into the middle of a zeroed `[in, h + 2·pad, w + 2·pad]`.
-    #[inline(always)] // compiled for the kernel's instruction set (`MapStep::run`)
+    #[inline(always)]
     fn pad_input(&self, input: &[f32], padded: &mut [f32]) {
         let (h, w, pad) = (self.height, self.width, self.pad);
         let padded_w = w + 2 * pad;
@@ -121,25 +124,35 @@ impl ConvStep {
         }
     }
 
-    /// Fills `col` with the packed im2col matrix (tap-major, in panels of `nr` output
-    /// pixels), front to back. Each run is copied in whole blocks of `COPY` floats: what
-    /// lands past the run's end is overwritten by the next run or the next row, or falls in
-    /// the slack, and the columns past the last pixel are zeroed.
-    #[inline(always)] // compiled for the kernel's instruction set (`MapStep::run`)
-    fn im2col(&self, padded: &[f32], col: &mut [f32]) {
+    /// Writes the im2col rows (kernel taps) `taps` of every panel into the packed matrix at
+    /// `col` (tap-major, in panels of `nr` output pixels). Each run is copied in whole
+    /// blocks of `COPY` floats: what lands past the run's end is overwritten by the next run
+    /// or the next row, or falls in the slack, and the columns past the last pixel are
+    /// zeroed. When another part writes the next row (`exact_last`), the last row of the
+    /// range is copied exactly instead.
+    ///
+    /// # Safety
+    /// `col` holds [`Self::col_len`] floats, and no other thread writes these rows meanwhile.
+    #[inline(always)]
+    unsafe fn im2col(&self, padded: &[f32], col: *mut f32, taps: std::ops::Range<usize>, exact_last: bool) {
         let (depth, pixels, nr) = (self.taps.len(), self.height * self.width, self.micro.nr);
         for (j, runs) in self.runs.iter().enumerate() {
             let used = nr.min(pixels - j * nr);
-            for (p, &tap) in self.taps.iter().enumerate() {
-                let row = (j * depth + p) * nr;
-                for &(at, source, blocks) in runs {
-                    for block in 0..blocks {
-                        let (to, from) = (row + at + block * COPY, tap + source + block * COPY);
+            for p in taps.clone() {
+                let (tap, row) = (self.taps[p], col.add((j * depth + p) * nr));
+                let exact = exact_last && p + 1 == taps.end;
+                for &(at, source, len) in runs {
+                    let from = &padded[tap + source..][..len.next_multiple_of(COPY)];
+                    if exact {
+                        std::ptr::copy_nonoverlapping(from.as_ptr(), row.add(at), len);
+                        continue;
+                    }
+                    for (b, block) in from.chunks_exact(COPY).enumerate() {
                         // A constant length: a few vector moves, not a memcpy call.
-                        col[to..][..COPY].copy_from_slice(&padded[from..][..COPY]);
+                        std::ptr::copy_nonoverlapping(block.as_ptr(), row.add(at + b * COPY), COPY);
                     }
                 }
-                col[row + used..row + nr].fill(0.0);
+                std::ptr::write_bytes(row.add(used), 0, nr - used);
             }
         }
     }
@@ -148,11 +161,50 @@ impl ConvStep {
 /// Floats per copy in [`ConvStep::im2col`]: 64 bytes.
 const COPY: usize = 16;
 
+/// The zero-padded input of a convolution: done by the calling thread alone (it is small).
+struct Pad<'a> {
+    step: &'a ConvStep,
+    input: &'a [f32],
+    padded: SharedChunks<'a, f32>,
+}
+
+impl Part for Pad<'_> {
+    #[inline(always)]
+    fn run(&self, i: usize) {
+        // SAFETY: there is one part, run once.
+        self.step.pad_input(self.input, unsafe { self.padded.get(i) });
+    }
+}
+
+/// The packed im2col matrix, shared by the parts that write its rows.
+struct ColPtr(*mut f32);
+
+// SAFETY: the parts write disjoint rows (`ConvStep::im2col`'s contract).
+unsafe impl Sync for ColPtr {}
+
+/// A range of im2col rows (kernel taps) of every panel: one part of [`ConvStep::run`].
+struct Im2col<'a> {
+    step: &'a ConvStep,
+    padded: &'a [f32],
+    col: ColPtr,
+    taps_per_part: usize,
+    parts: usize,
+}
+
+impl Part for Im2col<'_> {
+    #[inline(always)]
+    fn run(&self, i: usize) {
+        let taps = i * self.taps_per_part..((i + 1) * self.taps_per_part).min(self.step.taps.len());
+        // SAFETY: `col` is the step's packed matrix (`col_len` floats, see `run`), and each
+        // part index runs once, on its own taps.
+        unsafe { self.step.im2col(self.padded, self.col.0, taps, self.parts > 1) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use model_format::arch::{Layer, LAYERS, TENSORS};
 
-    use super::super::kernel::Kernel;
     use super::super::workers::Workers;
     use super::*;
 
@@ -179,7 +231,7 @@ mod tests {
             step.relu = true;
             let mut scratch = vec![f32::NAN; step.scratch_len()];
             let mut want = vec![0f32; c_out * h * w];
-            step.run(&input, &mut want, &mut scratch, &Team::alone());
+            step.run(&input, &mut want, &mut scratch, &Team::alone(), Kernel::Portable);
             for o in 0..c_out {
                 for y in 0..h {
                     for x in 0..w {
@@ -203,7 +255,7 @@ mod tests {
                 for workers in &teams {
                     let team = workers.team();
                     let mut got = vec![0f32; c_out * h * w];
-                    step.run(&input, &mut got, &mut scratch, &team);
+                    step.run(&input, &mut got, &mut scratch, &team, kernel);
                     assert!(got == want, "{h}×{w}, {kernel} kernel on {} threads", team.size());
                 }
             }

@@ -103,6 +103,44 @@ pub(crate) fn relu(v: f32) -> f32 {
     }
 }
 
+/// One part of a step that the team shares out (a range of channels, of im2col rows…).
+pub(crate) trait Part: Sync {
+    /// Runs part `i`; marked `#[inline(always)]` by implementations, so that it is compiled
+    /// into [`Kernel::run_part`]'s per-instruction-set copies.
+    fn run(&self, i: usize);
+}
+
+impl Kernel {
+    /// Runs `part.run(i)` compiled for this kernel's instruction set: the plain loops of
+    /// pooling, LRN and im2col then move whole vector registers. They use only exactly
+    /// rounded operations (copies, max, +, ×, ÷, √ each on its own, never contracted), so the
+    /// bits do not depend on the kernel.
+    #[inline(always)]
+    pub(crate) fn run_part<P: Part>(self, part: &P, i: usize) {
+        match self {
+            // SAFETY: engines only hold kernels this CPU runs (checked when they are built).
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => unsafe { part_avx512(part, i) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2Fma => unsafe { part_avx2(part, i) },
+            _ => part.run(i),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn part_avx512<P: Part>(part: &P, i: usize) {
+    part.run(i)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn part_avx2<P: Part>(part: &P, i: usize) {
+    part.run(i)
+}
+
 impl fmt::Display for Kernel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

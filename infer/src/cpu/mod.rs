@@ -19,7 +19,7 @@
 //! ([`CpuEngine::weight_bytes`]; the [`Weights`] it was built from can be dropped).
 //! Each worker thread needs about 1.3 MB of scratch for one image at a time (the packed
 //! im2col matrix of conv2: 1,600 × 144 floats, the zero-padded input, and two 64×24×24
-//! maps) and 18 KB per example of its share of the batch for the fully connected part;
+//! maps; pooling and LRN keep a few hundred bytes on the stack) and 18 KB per example of its share of the batch for the fully connected part;
 //! see [`CpuEngine::workspace_bytes`] for the exact figure at a batch size (about
 //! 1.3 MB at batch 1 and 3.6 MB at batch 128 on one thread).
 //!
@@ -37,7 +37,8 @@
 //! [`CpuEngine::new`] starts `threads - 1` helper threads that live as long as the engine
 //! (named `infer-cpu-N`; they spin for 50 µs after each piece of work, then sleep). A batch
 //! is split into that many chunks, one per thread; a batch smaller than that (one image)
-//! shares each convolution's output channels, and local3's outputs, instead. One call at a
+//! shares out each layer instead: the im2col rows and then the output channels of each
+//! convolution, the channels of pooling and LRN, and local3's outputs. One call at a
 //! time uses the helpers: a concurrent call on a shared engine runs on its own thread.
 //! The engine does not use `matrixmultiply` (nor its `MATMUL_NUM_THREADS` pool), so
 //! `threads` is the whole story. Results are bitwise the same for any thread count and any
@@ -259,8 +260,8 @@ fn check_lengths(input: &[f32], batch: usize, logits: &[f32], out_len: usize) ->
 /// rest of the team inside each layer.
 fn run_chunk(plan: &Plan, scratch: &mut Scratch, input: &[f32], logits: &mut [f32], team: &Team) {
     let rows = input.len() / INPUT_LEN;
-    let Scratch { ping, pong, col, sums, rows_a, rows_b } = scratch;
-    let mut maps = MapBuffers { ping, pong, col, sums };
+    let Scratch { ping, pong, col, rows_a, rows_b } = scratch;
+    let mut maps = MapBuffers { ping, pong, col };
     for (image, flat) in input.chunks_exact(INPUT_LEN).zip(rows_a.chunks_exact_mut(plan.flat_len)) {
         map_steps(plan, image, &mut maps, flat, team);
     }
@@ -277,7 +278,6 @@ struct MapBuffers<'a> {
     ping: &'a mut [f32],
     pong: &'a mut [f32],
     col: &'a mut [f32],
-    sums: &'a mut [f32],
 }
 
 /// Runs the per-image steps of one image and writes the flattened result to `flat`.
@@ -286,10 +286,10 @@ fn map_steps(plan: &Plan, image: &[f32], maps: &mut MapBuffers, flat: &mut [f32]
         flat.copy_from_slice(&image[..flat.len()]);
         return;
     };
-    first.run(image, maps.ping, plan::Scratch { col: maps.col, sums: maps.sums }, team, plan.kernel);
+    first.run(image, maps.ping, maps.col, team, plan.kernel);
     let (mut current, mut next) = (&mut *maps.ping, &mut *maps.pong);
     for step in rest {
-        step.run(current, next, plan::Scratch { col: maps.col, sums: maps.sums }, team, plan.kernel);
+        step.run(current, next, maps.col, team, plan.kernel);
         std::mem::swap(&mut current, &mut next);
     }
     flat.copy_from_slice(&current[..flat.len()]);

@@ -24,51 +24,16 @@ pub(crate) enum MapStep {
 }
 
 impl MapStep {
-    /// Runs the step from `input` into `out`; `col` and `sums` are scratch; a convolution
-    /// may share its work with the team. The plain loops (im2col, pooling, LRN) are compiled
-    /// for the kernel's instruction set, so they move whole vector registers; they only use
-    /// exactly rounded operations (copies, max, +, ×, ÷, √ each on its own, never
-    /// contracted), so the bits do not depend on it.
-    pub(crate) fn run(&self, input: &[f32], out: &mut [f32], scratch: Scratch, team: &Team, kernel: Kernel) {
-        match kernel {
-            // SAFETY: the plan only holds kernels this CPU runs (checked when it is built).
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => unsafe { self.run_avx512(input, out, scratch, team) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2Fma => unsafe { self.run_avx2(input, out, scratch, team) },
-            _ => self.run_plain(input, out, scratch, team),
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn run_avx512(&self, input: &[f32], out: &mut [f32], scratch: Scratch, team: &Team) {
-        self.run_plain(input, out, scratch, team)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn run_avx2(&self, input: &[f32], out: &mut [f32], scratch: Scratch, team: &Team) {
-        self.run_plain(input, out, scratch, team)
-    }
-
-    #[inline(always)]
-    fn run_plain(&self, input: &[f32], out: &mut [f32], Scratch { col, sums }: Scratch, team: &Team) {
+    /// Runs the step from `input` into `out`, shared out between the team; `col` is a
+    /// convolution's scratch.
+    pub(crate) fn run(&self, input: &[f32], out: &mut [f32], col: &mut [f32], team: &Team, kernel: Kernel) {
         match self {
-            MapStep::Conv(conv) => conv.run(input, out, col, team),
-            MapStep::Pool(pool) => pool.run(input, out, sums),
-            MapStep::Lrn(lrn) => lrn.run(input, out, sums),
+            MapStep::Conv(conv) => conv.run(input, out, col, team, kernel),
+            MapStep::Pool(pool) => pool.run(input, out, team, kernel),
+            MapStep::Lrn(lrn) => lrn.run(input, out, team, kernel),
             MapStep::Relu => out.iter_mut().zip(input).for_each(|(o, &x)| *o = kernel::relu(x)),
         }
     }
-}
-
-/// The scratch buffers of a map step: `col` for a convolution's padded input and packed
-/// im2col matrix, `sums` for LRN window sums and pooling rows.
-pub(crate) struct Scratch<'a> {
-    pub(crate) col: &'a mut [f32],
-    pub(crate) sums: &'a mut [f32],
 }
 
 /// The compiled network with the sizes of every buffer it needs.
@@ -80,8 +45,6 @@ pub(crate) struct Plan {
     pub(crate) map_len: usize,
     /// Convolution scratch for one image: packed im2col and padded input (floats).
     pub(crate) col_len: usize,
-    /// LRN window-sum and pooling row scratch (floats).
-    pub(crate) sums_len: usize,
     /// Features entering the first dense layer.
     pub(crate) flat_len: usize,
     /// Widest per-example vector in the dense part (floats).
@@ -98,7 +61,6 @@ impl Plan {
             dense_steps: Vec::new(),
             map_len: INPUT_SHAPE.len(),
             col_len: 0,
-            sums_len: 0,
             flat_len: 0,
             dense_len: 0,
             kernel,
@@ -134,14 +96,10 @@ impl Plan {
                 self.map_steps.push(MapStep::Conv(step));
             }
             (Layer::MaxPool(pool), ActShape::Map { c, h, w }, false) => {
-                let step = PoolStep::new(pool, c, h, w);
-                self.sums_len = self.sums_len.max(step.scratch_len());
-                self.map_steps.push(MapStep::Pool(step));
+                self.map_steps.push(MapStep::Pool(PoolStep::new(pool, c, h, w)));
             }
             (Layer::Lrn(lrn), ActShape::Map { c, h, w }, false) => {
-                let step = LrnStep::new(lrn, c, h * w);
-                self.sums_len = self.sums_len.max(step.scratch_len());
-                self.map_steps.push(MapStep::Lrn(step));
+                self.map_steps.push(MapStep::Lrn(LrnStep::new(lrn, c, h * w)));
             }
             (Layer::Relu, _, false) => match self.map_steps.last_mut() {
                 Some(MapStep::Conv(conv)) if !conv.relu => conv.relu = true,

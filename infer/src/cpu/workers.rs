@@ -13,6 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::kernel::{Kernel, Part};
 use crate::error::InferError;
 
 /// How long an idle thread spins (checking for work) before it sleeps on a condition variable.
@@ -125,6 +126,11 @@ pub(crate) struct Team<'a> {
 }
 
 impl Team<'_> {
+    /// Runs `parts` parts of a step, each compiled for `kernel`'s instruction set.
+    pub(crate) fn run_parts<P: Part>(&self, parts: usize, kernel: Kernel, part: &P) {
+        self.run(parts, &|i| kernel.run_part(part, i));
+    }
+
     /// A team of the calling thread alone.
     pub(crate) fn alone() -> Team<'static> {
         Team { shared: None, _busy: None, size: 1 }
@@ -139,6 +145,7 @@ impl Team<'_> {
     /// helper `i`; returns when all are done. `parts` is at most [`Team::size`]; with a
     /// team of one, the parts run one after the other on the calling thread.
     pub(crate) fn run(&self, parts: usize, task: &Task<'_>) {
+        assert!(parts <= self.size || self.shared.is_none(), "{parts} parts for a team of {}", self.size);
         let Some(shared) = self.shared.filter(|_| parts > 1) else {
             (0..parts).for_each(task);
             return;
