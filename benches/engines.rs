@@ -1,15 +1,22 @@
-//! Images per second of the inference engines at batch 1, 16 and 128 with 1 and 2 threads,
-//! on the same weights and inputs, beside the machine's measured sgemm peak.
+//! Images per second of the inference engines at batch 1, 16 and 128 with 1 and 2 threads, on
+//! the same weights, beside the machine's measured sgemm peak; our engine's batch-1 latency;
+//! and our convolution product against `matrixmultiply::sgemm`.
 //!
-//! `cargo bench --bench engines` (about a minute). Weights: `$CIFAR10_MODEL` if set, else
-//! seeded weights (speed does not depend on the values). `BENCH_SECONDS` sets the time
-//! spent per cell (default 0.6 s).
+//! `cargo bench --bench engines` (a few minutes). Weights: `$CIFAR10_MODEL` if set, else
+//! seeded weights (speed does not depend on the values). `BENCH_SECONDS` sets the time spent
+//! per measurement (default 0.6 s); `BENCH_ROUNDS` how many times each cell is measured,
+//! every engine in turn, keeping each engine's best (default 2).
 //!
-//! Each engine is a [`Row`]: another backend adds itself in [`rows`].
+//! Peers: tch (libtorch) and ONNX Runtime always; OpenVINO and TFLite (XNNPACK) when the
+//! optional venv of `scripts/setup-bench-peers.sh` exists (`$PEERS_VENV`, default
+//! `.venv/peers`), driven through `benches/peers.py`. A row says why a peer is absent.
 
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use infer::cpu::CpuEngine;
+use infer::cpu::{CpuEngine, Kernel, ProductBench};
 use infer::Engine;
 use model_format::arch::{self, INPUT_CHANNELS, INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
 use model_format::cifar::Records;
@@ -19,16 +26,13 @@ use tch::{Device, Kind, Tensor};
 
 const BATCHES: [usize; 3] = [1, 16, 128];
 const THREADS: [usize; 2] = [1, 2];
+/// The portable kernel does its multiply-adds in software on most CPUs: measured at small
+/// batches only, or a cell would take minutes.
+const PORTABLE_MAX_BATCH: usize = 16;
 
 /// Something that turns a batch of preprocessed inputs into logits.
 trait Runner {
     fn logits(&mut self, input: &[f32], batch: usize, out: &mut [f32]);
-}
-
-/// A table row: a backend name and how to build it for a thread count.
-struct Row {
-    name: &'static str,
-    build: Box<dyn Fn(usize) -> Box<dyn Runner>>,
 }
 
 struct EngineRunner(Box<dyn Engine>);
@@ -55,37 +59,193 @@ impl Runner for TchRunner {
     }
 }
 
-fn rows(weights: &Weights) -> Vec<Row> {
-    let (a, b) = (weights.clone(), weights.clone());
-    vec![
-        Row {
-            name: "cpu",
-            build: Box::new(move |threads| {
-                Box::new(EngineRunner(Box::new(CpuEngine::new(&a, threads).expect("engine builds"))))
+/// One table row: an engine measured at a (batch, threads) cell.
+trait Contender {
+    fn name(&self) -> String;
+    /// Images per second, or why there is no figure.
+    fn rate(&mut self, inputs: &[f32], batch: usize, threads: usize, budget: Duration) -> Result<f64, String>;
+    /// Whether it is one of the engines ours is compared with.
+    fn is_peer(&self) -> bool {
+        true
+    }
+}
+
+/// A Rust-side engine, built afresh for each thread count.
+struct Local {
+    name: String,
+    build: Box<dyn Fn(usize) -> Box<dyn Runner>>,
+    peer: bool,
+    max_batch: usize,
+    built: Option<(usize, Box<dyn Runner>)>,
+}
+
+impl Contender for Local {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn rate(&mut self, inputs: &[f32], batch: usize, threads: usize, budget: Duration) -> Result<f64, String> {
+        if batch > self.max_batch {
+            return Err("skipped (slow)".into());
+        }
+        if self.built.as_ref().is_none_or(|(t, _)| *t != threads) {
+            self.built = Some((threads, (self.build)(threads)));
+        }
+        let runner = &mut *self.built.as_mut().expect("built above").1;
+        Ok(throughput(runner, inputs, batch, budget))
+    }
+
+    fn is_peer(&self) -> bool {
+        self.peer
+    }
+}
+
+/// `benches/peers.py` running in the peers venv, shared by its engines' rows.
+struct PeerServer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl PeerServer {
+    /// Starts the server; `Err` says why there are no Python peers.
+    fn start(onnx: &Path, safetensors: &Path) -> Result<(Self, serde_json::Value), String> {
+        let venv = std::env::var_os("PEERS_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/peers"));
+        let python = venv.join("bin/python");
+        if !python.exists() {
+            return Err(format!("absent: no {} (run scripts/setup-bench-peers.sh)", python.display()));
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers.py");
+        let mut child = Command::new(&python)
+            .arg(script)
+            .arg("--onnx")
+            .arg(onnx)
+            .arg("--safetensors")
+            .arg(safetensors)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("absent: cannot start {}: {e}", python.display()))?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).map_err(|e| format!("absent: peers.py: {e}"))?;
+        let status = serde_json::from_str(&line).map_err(|e| format!("absent: peers.py said {line:?}: {e}"))?;
+        Ok((PeerServer { child, stdin, stdout }, status))
+    }
+
+    fn rate(&mut self, peer: &str, batch: usize, threads: usize, budget: Duration) -> Result<f64, String> {
+        writeln!(self.stdin, "{peer} {batch} {threads} {}", budget.as_secs_f64()).map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).map_err(|e| e.to_string())?;
+        line.trim().parse().map_err(|_| line.trim().to_string())
+    }
+}
+
+impl Drop for PeerServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Python peer's row; `server` is `Err(why)` when the peer is absent.
+struct Python {
+    peer: &'static str,
+    label: String,
+    server: Result<std::rc::Rc<std::cell::RefCell<PeerServer>>, String>,
+}
+
+impl Contender for Python {
+    fn name(&self) -> String {
+        self.label.clone()
+    }
+
+    fn rate(&mut self, _: &[f32], batch: usize, threads: usize, budget: Duration) -> Result<f64, String> {
+        match &self.server {
+            Ok(server) => server.borrow_mut().rate(self.peer, batch, threads, budget),
+            Err(why) => Err(why.clone()),
+        }
+    }
+}
+
+/// The Python peers, each with its version or why it is absent.
+fn python_peers(weights: &Weights, dir: &Path) -> Vec<Python> {
+    let (onnx, safetensors) = (dir.join("model.onnx"), dir.join("model.safetensors"));
+    let started = model_format::onnx::save(weights, &onnx)
+        .map_err(|e| format!("absent: cannot write {}: {e}", onnx.display()))
+        .and_then(|()| {
+            let bytes = weights.to_bytes().map_err(|e| format!("absent: {e}"))?;
+            std::fs::write(&safetensors, bytes).map_err(|e| format!("absent: {e}"))
+        })
+        .and_then(|()| PeerServer::start(&onnx, &safetensors));
+    let (server, status) = match started {
+        Ok((server, status)) => (Ok(std::rc::Rc::new(std::cell::RefCell::new(server))), status),
+        Err(why) => (Err(why), serde_json::Value::Null),
+    };
+    ["openvino", "tflite"]
+        .into_iter()
+        .map(|peer| {
+            let (label, server) = match (&server, status.get(peer)) {
+                (Err(why), _) => (peer.to_string(), Err(why.clone())),
+                (Ok(server), Some(s)) if s.get("version").is_some() => {
+                    (format!("{peer} {}", s["version"].as_str().unwrap_or("?")), Ok(server.clone()))
+                }
+                (Ok(_), s) => (
+                    peer.to_string(),
+                    Err(format!("absent: {}", s.map_or("no status".into(), |s| s["absent"].to_string()))),
+                ),
+            };
+            Python { peer, label, server }
+        })
+        .collect()
+}
+
+fn contenders(weights: &Weights, dir: &Path) -> Vec<Box<dyn Contender>> {
+    let local = |name: &str, peer: bool, max_batch: usize, build: Box<dyn Fn(usize) -> Box<dyn Runner>>| {
+        Box::new(Local { name: name.into(), build, peer, max_batch, built: None }) as Box<dyn Contender>
+    };
+    let (a, b, c, d) = (weights.clone(), weights.clone(), weights.clone(), weights.clone());
+    let mut rows = vec![
+        local(
+            "cpu",
+            false,
+            usize::MAX,
+            Box::new(move |t| Box::new(EngineRunner(Box::new(CpuEngine::new(&a, t).expect("engine builds"))))),
+        ),
+        local(
+            "cpu portable",
+            false,
+            PORTABLE_MAX_BATCH,
+            Box::new(move |t| {
+                let engine = CpuEngine::with_kernel(&b, t, Kernel::Portable).expect("engine builds");
+                Box::new(EngineRunner(Box::new(engine)))
             }),
-        },
-        Row {
-            name: "tch",
-            build: Box::new(move |threads| {
-                Box::new(TchRunner {
-                    net: train::model::Net::from_weights(&b, Device::Cpu).expect("net builds"),
-                    threads,
-                })
+        ),
+        local(
+            "tch",
+            true,
+            usize::MAX,
+            Box::new(move |threads| {
+                let net = train::model::Net::from_weights(&c, Device::Cpu).expect("net builds");
+                Box::new(TchRunner { net, threads })
             }),
-        },
+        ),
         // The root package always builds infer's `onnx` feature (see its dev-dependencies).
-        {
-            let c = weights.clone();
-            Row {
-                name: "onnx",
-                build: Box::new(move |threads| {
-                    Box::new(EngineRunner(Box::new(
-                        infer::onnx::OnnxEngine::from_weights(&c, threads).expect("ONNX Runtime loads the model"),
-                    )))
-                }),
-            }
-        },
-    ]
+        local(
+            "onnxruntime",
+            true,
+            usize::MAX,
+            Box::new(move |t| {
+                let engine = infer::onnx::OnnxEngine::from_weights(&d, t).expect("ONNX Runtime loads the model");
+                Box::new(EngineRunner(Box::new(engine)))
+            }),
+        ),
+    ];
+    rows.extend(python_peers(weights, dir).into_iter().map(|p| Box::new(p) as Box<dyn Contender>));
+    rows
 }
 
 /// Images per second of `runner` at `batch`, over about `budget`.
@@ -95,46 +255,56 @@ fn throughput(runner: &mut dyn Runner, inputs: &[f32], batch: usize, budget: Dur
     runner.logits(input, batch, &mut out); // warm-up: workspaces, lazy initialisation
     let start = Instant::now();
     let mut calls = 0;
-    while calls < 3 || start.elapsed() < budget {
+    while calls < 1 || start.elapsed() < budget {
         runner.logits(input, batch, &mut out);
         calls += 1;
     }
     (calls * batch) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// GFLOP/s of square `n × n` sgemm on `threads` threads, each multiplying its own matrices
-/// (how the engine uses threads: one chunk of the batch each).
-fn sgemm_peak(threads: usize, n: usize, budget: Duration) -> f64 {
-    let work = || {
-        let (a, b, mut c) = (vec![1.0f32; n * n], vec![0.5f32; n * n], vec![0f32; n * n]);
-        let start = Instant::now();
-        let mut calls = 0;
-        while calls < 2 || start.elapsed() < budget {
-            // SAFETY: all three matrices are n×n, row-major.
-            unsafe {
-                matrixmultiply::sgemm(
-                    n,
-                    n,
-                    n,
-                    1.0,
-                    a.as_ptr(),
-                    n as isize,
-                    1,
-                    b.as_ptr(),
-                    n as isize,
-                    1,
-                    0.0,
-                    c.as_mut_ptr(),
-                    n as isize,
-                    1,
-                );
-            }
-            calls += 1;
+/// GFLOP/s of `matrixmultiply::sgemm` on `m × k` by `k × n` on one thread.
+fn sgemm_rate(m: usize, k: usize, n: usize, budget: Duration) -> f64 {
+    let (a, b, mut c) = (vec![1.0f32; m * k], vec![0.5f32; k * n], vec![0f32; m * n]);
+    rate_of(2 * m * k * n, budget, || {
+        // SAFETY: a is m×k, b k×n and c m×n, all row-major.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                k as isize,
+                1,
+                b.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            );
         }
-        2.0 * (n * n * n * calls) as f64 / start.elapsed().as_secs_f64() / 1e9
-    };
+    })
+}
+
+/// GFLOP/s of `work` (`flops` each call) over about `budget`, after a warm-up call.
+fn rate_of(flops: usize, budget: Duration, mut work: impl FnMut()) -> f64 {
+    work();
+    let start = Instant::now();
+    let mut calls = 0;
+    while calls < 2 || start.elapsed() < budget {
+        work();
+        calls += 1;
+    }
+    (flops * calls) as f64 / start.elapsed().as_secs_f64() / 1e9
+}
+
+/// GFLOP/s of square 1024³ sgemm on `threads` threads, each multiplying its own matrices
+/// (how the engine uses threads: one chunk of the batch each).
+fn sgemm_peak(threads: usize, budget: Duration) -> f64 {
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
+        let handles: Vec<_> = (0..threads).map(|_| s.spawn(|| sgemm_rate(1024, 1024, 1024, budget))).collect();
         handles.into_iter().map(|h| h.join().expect("sgemm thread")).sum()
     })
 }
@@ -149,55 +319,166 @@ fn inputs(max_batch: usize) -> Vec<f32> {
     inputs
 }
 
+fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = info.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':'])));
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{} ({cores} threads available)", model.unwrap_or("unknown CPU"))
+}
+
+/// p50 and p99 latency of one image on one thread, over about `budget` (at least 200 calls).
+fn latency(engine: &CpuEngine, inputs: &[f32], budget: Duration) -> (Duration, Duration) {
+    let mut out = [0f32; NUM_CLASSES];
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < 200 || start.elapsed() < budget {
+        let t = Instant::now();
+        engine.logits_flat(&inputs[..INPUT_LEN], 1, &mut out).expect("engine runs");
+        times.push(t.elapsed());
+    }
+    times.sort();
+    (times[times.len() / 2], times[times.len() * 99 / 100])
+}
+
 fn main() {
     // matrixmultiply's own pool off: the engines' thread counts are the only parallelism.
     std::env::set_var("MATMUL_NUM_THREADS", "1");
-    let budget =
-        Duration::from_secs_f64(std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(0.6));
+    let env = |name: &str, default: f64| std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    let budget = Duration::from_secs_f64(env("BENCH_SECONDS", 0.6));
+    let rounds = env("BENCH_ROUNDS", 2.0) as usize;
     let weights = match std::env::var_os("CIFAR10_MODEL") {
         Some(path) => Weights::load(&path).expect("$CIFAR10_MODEL names a valid model"),
         None => infer::random_weights(2024),
     };
     let inputs = inputs(*BATCHES.iter().max().unwrap());
-    let rows = rows(&weights);
     let flops = arch::flops_per_image() as f64;
+    let ours = CpuEngine::new(&weights, 1).expect("engine builds");
 
-    let peaks: Vec<f64> = THREADS.iter().map(|&t| sgemm_peak(t, 1024, budget)).collect();
-    println!(
-        "sgemm peak (matrixmultiply, 1024³ per thread): {}",
-        THREADS
-            .iter()
-            .zip(&peaks)
-            .map(|(t, p)| format!("{p:.1} GFLOP/s on {t} thread(s)"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    println!("CPU: {}", cpu_model());
+    println!("our kernel: {} (of those this CPU runs: {:?})", ours.kernel(), available_kernels());
+    let peaks: Vec<f64> = THREADS.iter().map(|&t| sgemm_peak(t, budget)).collect();
+    let peak_text: Vec<String> =
+        THREADS.iter().zip(&peaks).map(|(t, p)| format!("{p:.1} GFLOP/s on {t} thread(s)")).collect();
+    println!("sgemm peak (matrixmultiply, 1024³ per thread): {}", peak_text.join(", "));
     println!("forward pass: {:.1} MFLOP per image\n", flops / 1e6);
 
-    let names: Vec<String> = rows.iter().map(|r| format!("{:>10}", format!("{} img/s", r.name))).collect();
-    let ratio_names: Vec<String> = rows[1..].iter().map(|r| format!("{:>12}", format!("cpu/{}", r.name))).collect();
-    println!(
-        "{:>5} {:>7} {} {} {:>9} {:>8}",
-        "batch",
-        "threads",
-        names.join(" "),
-        ratio_names.join(" "),
-        "GFLOP/s",
-        "of peak"
-    );
-    for &batch in &BATCHES {
-        for (&threads, &peak) in THREADS.iter().zip(&peaks) {
-            let speeds: Vec<f64> =
-                rows.iter().map(|row| throughput(&mut *(row.build)(threads), &inputs, batch, budget)).collect();
-            let gflops = speeds[0] * flops / 1e9;
-            let cells: Vec<String> = speeds.iter().map(|s| format!("{s:>10.0}")).collect();
-            let ratios: Vec<String> = speeds[1..].iter().map(|s| format!("{:>11.2}x", speeds[0] / s)).collect();
-            println!(
-                "{batch:>5} {threads:>7} {} {} {gflops:>9.1} {:>7.0}%",
-                cells.join(" "),
-                ratios.join(" "),
-                100.0 * gflops / peak
-            );
+    product_table(budget);
+    let (p50, p99) = latency(&ours, &inputs, budget * 2);
+    println!("batch-1 latency, 1 thread, {} kernel: p50 {:.0} µs, p99 {:.0} µs\n", ours.kernel(), us(p50), us(p99));
+
+    let dir = std::env::temp_dir().join(format!("cifar10-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temporary folder");
+    let mut rows = contenders(&weights, &dir);
+    throughput_table(&mut rows, &inputs, budget, rounds, (&peaks, flops));
+    drop(rows);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn available_kernels() -> Vec<&'static str> {
+    Kernel::ALL.into_iter().filter(|k| k.is_available()).map(Kernel::name).collect()
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Our convolution product (each kernel) against `matrixmultiply::sgemm`, one thread, on
+/// conv2's shape (64 × 1600 by 1600 × 144) and on 1024³.
+fn product_table(budget: Duration) {
+    println!("{:>22} {:>14} {:>14}", "product, 1 thread", "64×1600×144", "1024³");
+    let shapes = [(64, 1600, 144), (1024, 1024, 1024)];
+    let sgemm: Vec<f64> = shapes.iter().map(|&(m, k, n)| sgemm_rate(m, k, n, budget)).collect();
+    let cell = |v: f64| format!("{:>8.1} GFLOP/s", v);
+    println!("{:>22} {}", "matrixmultiply sgemm", sgemm.iter().map(|&v| cell(v)).collect::<Vec<_>>().join(" "));
+    for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available() && *k != Kernel::Portable) {
+        let rates: Vec<String> = shapes
+            .iter()
+            .zip(&sgemm)
+            .map(|(&(m, k, n), &theirs)| {
+                let mut product = ProductBench::new(kernel, m, k, n).expect("the kernel runs here");
+                let ours = rate_of(product.flops(), budget, || product.run());
+                format!("{} ({:.2}x)", cell(ours), ours / theirs)
+            })
+            .collect();
+        println!("{:>22} {}", format!("ours, {kernel}"), rates.join(" "));
+    }
+    println!();
+}
+
+/// Every row at every cell, the rows taking turns `rounds` times (each keeps its best), then
+/// the table with each cell's ratio to the best peer.
+fn throughput_table(
+    rows: &mut [Box<dyn Contender>],
+    inputs: &[f32],
+    budget: Duration,
+    rounds: usize,
+    (peaks, flops): (&[f64], f64),
+) {
+    let cells: Vec<(usize, usize)> = BATCHES.iter().flat_map(|&b| THREADS.iter().map(move |&t| (b, t))).collect();
+    let mut best: Vec<Vec<Result<f64, String>>> = vec![vec![Err("not run".into()); cells.len()]; rows.len()];
+    for (c, &(batch, threads)) in cells.iter().enumerate() {
+        for _ in 0..rounds.max(1) {
+            for (r, row) in rows.iter_mut().enumerate() {
+                let got = row.rate(inputs, batch, threads, budget);
+                best[r][c] = match (&best[r][c], got) {
+                    (Ok(old), Ok(new)) => Ok(old.max(new)),
+                    (_, got) => got,
+                };
+            }
         }
+    }
+    print!("{:>16}", "img/s");
+    cells.iter().for_each(|(b, t)| print!(" {:>16}", format!("b{b} t{t}")));
+    println!();
+    for (row, results) in rows.iter().zip(&best) {
+        print!("{:>16}", row.name());
+        for result in results {
+            match result {
+                Ok(v) => print!(" {v:>16.0}"),
+                Err(why) => print!(" {:>16}", truncate(why, 16)),
+            }
+        }
+        println!();
+    }
+    for (row, results) in rows.iter().zip(&best) {
+        if let Some(Err(why)) = results.iter().find(|r| r.is_err()) {
+            println!("  {}: {why}", row.name());
+        }
+    }
+    println!();
+    let peer_best: Vec<Option<(f64, String)>> = (0..cells.len())
+        .map(|c| {
+            rows.iter()
+                .zip(&best)
+                .filter(|(row, _)| row.is_peer())
+                .filter_map(|(row, results)| results[c].as_ref().ok().map(|v| (*v, row.name())))
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+        })
+        .collect();
+    println!(
+        "{:>9} {:>10} {:>10} {:>24} {:>9} {:>8}",
+        "cell", "cpu img/s", "cpu/best", "best peer", "GFLOP/s", "of peak"
+    );
+    for (c, &(batch, threads)) in cells.iter().enumerate() {
+        let Ok(ours) = &best[0][c] else { continue };
+        let peak = peaks[THREADS.iter().position(|&t| t == threads).expect("a bench thread count")];
+        let gflops = ours * flops / 1e9;
+        let (ratio, peer) = match &peer_best[c] {
+            Some((v, name)) => (format!("{:.2}x", ours / v), format!("{name} ({v:.0})")),
+            None => ("-".into(), "none measured".into()),
+        };
+        println!(
+            "{:>9} {ours:>10.0} {ratio:>10} {peer:>24} {gflops:>9.1} {:>7.0}%",
+            format!("b{batch} t{threads}"),
+            100.0 * gflops / peak
+        );
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        s.chars().take(n - 1).chain(['…']).collect()
     }
 }

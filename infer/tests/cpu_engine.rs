@@ -1,7 +1,7 @@
 //! The pure-Rust engine against the reference forward pass (`model_format::reference`, direct
 //! loops in f64), plus its error and determinism contract.
 
-use infer::cpu::{CpuEngine, Workspace};
+use infer::cpu::{CpuEngine, Kernel, Workspace};
 use infer::{random_weights, Engine, InferError};
 use model_format::arch::{INPUT_LEN, NUM_CLASSES};
 use model_format::{reference, Weights};
@@ -54,6 +54,43 @@ fn results_do_not_depend_on_batch_split_or_threads() {
     assert_eq!(single, batched, "an image alone and in a batch give the same bits");
     let shared: Vec<f32> = input.chunks(INPUT_LEN).flat_map(|image| logits(&two, image)).collect();
     assert_eq!(shared, batched, "an image whose convolutions are split between threads");
+}
+
+/// Every kernel this CPU runs (the portable one always) gives the same bits as the others,
+/// alone and in a batch, on one thread and on two, and stays close to the reference: the
+/// exact accuracy counts of the bundled model hold whichever kernel a machine picks.
+#[test]
+fn every_kernel_gives_the_same_bits() {
+    let weights = strong_weights(8, 3.0);
+    let input = inputs(5, 8);
+    let kernels: Vec<Kernel> = Kernel::ALL.into_iter().filter(|k| k.is_available()).collect();
+    assert!(kernels.contains(&Kernel::Portable), "the portable kernel runs everywhere");
+    let want = logits(&CpuEngine::with_kernel(&weights, 1, Kernel::Portable).unwrap(), &input);
+    for (image, row) in input.chunks(INPUT_LEN).zip(want.chunks(NUM_CLASSES)) {
+        for (g, w) in row.iter().zip(reference::logits(&weights, image)) {
+            assert!((f64::from(*g) - w).abs() < 1e-4, "portable kernel {g} vs reference {w}");
+        }
+    }
+    for &kernel in &kernels {
+        for threads in [1, 2] {
+            let engine = CpuEngine::with_kernel(&weights, threads, kernel).unwrap();
+            assert_eq!(engine.kernel(), kernel);
+            assert!(logits(&engine, &input) == want, "{kernel} kernel, {threads} thread(s), a batch");
+            let single: Vec<f32> = input.chunks(INPUT_LEN).flat_map(|image| logits(&engine, image)).collect();
+            assert!(single == want, "{kernel} kernel, {threads} thread(s), one image at a time");
+        }
+    }
+    println!("kernels compared: {kernels:?}");
+}
+
+#[test]
+fn kernel_names_parse_and_unknown_ones_are_errors() {
+    for kernel in Kernel::ALL {
+        assert_eq!(kernel.name().parse::<Kernel>(), Ok(kernel));
+    }
+    let err = "avx1024".parse::<Kernel>().unwrap_err();
+    assert_eq!(err, "unknown kernel `avx1024`: expected auto, avx512, avx2 or portable");
+    assert_eq!(infer::cpu::KERNEL_ENV, "INFER_CPU_KERNEL");
 }
 
 #[test]

@@ -4,7 +4,9 @@
 
 use model_format::arch::Conv;
 
-use super::gemm::{self, Kernel, PackedA, NR};
+use super::gemm::{self, Micro, PackedA};
+use super::kernel::{Kernel, Part};
+use super::workers::{SharedChunks, Team};
 
 /// A convolution layer with its weights and the input geometry it was planned for.
 #[derive(Debug, Clone)]
@@ -18,16 +20,17 @@ pub(crate) struct ConvStep {
     /// zero-padded input: im2col value `(tap, pixel)` is `padded[taps[tap] + start(pixel)]`,
     /// where `start(pixel)` is the top-left corner of the pixel's window. No border tests.
     taps: Vec<usize>,
-    /// For each panel of `NR` output pixels, its runs of pixels on one output row, as
-    /// `(position in the panel, start of the first pixel's window)`: along a run, both go
-    /// up by one per pixel, so a run is one contiguous copy.
-    runs: Vec<Vec<(usize, usize)>>,
+    /// For each panel of `nr` output pixels, its runs of pixels on one output row, as
+    /// `(position in the panel, start of the first pixel's window, length)`: along a run,
+    /// both go up by one per pixel, so a run is one contiguous copy.
+    runs: Vec<Vec<(usize, usize, usize)>>,
     pub(crate) relu: bool,
-    gemm: Kernel,
+    micro: Micro,
 }
 
 impl ConvStep {
-    pub(crate) fn new(conv: &Conv, weight: &[f32], bias: &[f32], height: usize, width: usize) -> Self {
+    pub(crate) fn new(conv: &Conv, weight: &[f32], bias: &[f32], height: usize, width: usize, micro: Micro) -> Self {
+        let nr = micro.nr;
         let (k, channels) = (conv.kernel(), conv.in_channels());
         // The output keeps the input's size: the window offsets below rely on it.
         assert_eq!(2 * conv.pad + 1, k, "a stride-1 convolution padded to keep its map size");
@@ -35,21 +38,22 @@ impl ConvStep {
         let taps =
             (0..channels * k * k).map(|tap| (tap / (k * k) * padded_h + tap / k % k) * padded_w + tap % k).collect();
         let runs = (0..height * width)
-            .step_by(NR)
+            .step_by(nr)
             .map(|first| {
-                let end = (first + NR).min(height * width);
+                let end = (first + nr).min(height * width);
                 let mut runs = Vec::new();
                 let mut pixel = first;
                 while pixel < end {
                     let (y, x) = (pixel / width, pixel % width);
-                    runs.push((pixel - first, y * padded_w + x));
-                    pixel = end.min(pixel + width - x);
+                    let run_end = end.min(pixel + width - x);
+                    runs.push((pixel - first, y * padded_w + x, run_end - pixel));
+                    pixel = run_end;
                 }
                 runs
             })
             .collect();
         ConvStep {
-            weight: PackedA::new(weight, bias, conv.out_channels(), channels * k * k),
+            weight: PackedA::new(weight, bias, conv.out_channels(), channels * k * k, micro.mr),
             in_channels: channels,
             pad: conv.pad,
             height,
@@ -57,7 +61,7 @@ impl ConvStep {
             taps,
             runs,
             relu: false,
-            gemm: Kernel::best(),
+            micro,
         }
     }
 
@@ -66,15 +70,15 @@ impl ConvStep {
         self.weight.floats()
     }
 
-    /// Floats of the zero-padded input, plus `NR` of slack: [`Self::im2col`] copies whole
-    /// `NR`-float stretches, reading (and writing) past the end of a shorter run.
+    /// Floats of the zero-padded input, plus `COPY` of slack: [`Self::im2col`] copies whole
+    /// blocks of `COPY` floats, reading (and writing) past the end of a shorter run.
     fn padded_len(&self) -> usize {
-        self.in_channels * (self.height + 2 * self.pad) * (self.width + 2 * self.pad) + NR
+        self.in_channels * (self.height + 2 * self.pad) * (self.width + 2 * self.pad) + COPY
     }
 
-    /// Floats of the packed im2col matrix, plus `NR` of slack as above.
+    /// Floats of the packed im2col matrix, plus `COPY` of slack as above.
     fn col_len(&self) -> usize {
-        gemm::packed_b_len(self.taps.len(), self.height * self.width) + NR
+        gemm::packed_b_len(self.taps.len(), self.height * self.width, self.micro.nr) + COPY
     }
 
     /// Floats of scratch one image needs: the padded input and the packed im2col matrix.
@@ -82,36 +86,33 @@ impl ConvStep {
         self.padded_len() + self.col_len()
     }
 
-    /// Convolves one `[in, h, w]` image into `out` (`[out, h, w]`), using `scratch`.
-    /// With `threads > 1` the output channels are shared out between scoped threads (for
-    /// batches smaller than the thread count); each value is computed the same way either way.
-    pub(crate) fn run(&self, input: &[f32], out: &mut [f32], scratch: &mut [f32], threads: usize) {
+    /// Convolves one `[in, h, w]` image into `out` (`[out, h, w]`), using `scratch`. With a
+    /// team of several threads (a batch smaller than the thread count), the im2col rows, then
+    /// the output channels (in whole panels), are shared out between them; each value is
+    /// computed the same way either way.
+    pub(crate) fn run(&self, input: &[f32], out: &mut [f32], scratch: &mut [f32], team: &Team, kernel: Kernel) {
         let plane = self.height * self.width;
         let (padded, col) = scratch[..self.scratch_len()].split_at_mut(self.padded_len());
-        self.pad_input(input, padded);
-        self.im2col(padded, col);
+        let pad = Pad { step: self, input, padded: SharedChunks::new(padded, usize::MAX) };
+        kernel.run_part(&pad, 0);
+        let depth = self.taps.len();
+        let taps_per_part = depth.div_ceil(team.size());
+        let parts = depth.div_ceil(taps_per_part);
+        let im2col = Im2col { step: self, padded: &*padded, col: ColPtr(col.as_mut_ptr()), taps_per_part, parts };
+        team.run_parts(parts, kernel, &im2col);
         let col = &*col;
         let out = &mut out[..self.weight.rows() * plane];
-        // Whole panels of the packed weights per thread.
-        let panels_per_thread = self.weight.panels().div_ceil(threads.max(1));
-        let rows_per_thread = panels_per_thread * gemm::MR;
-        if rows_per_thread >= self.weight.rows() {
-            gemm::multiply(self.gemm, &self.weight, 0, col, plane, out, self.relu);
-            return;
-        }
-        std::thread::scope(|scope| {
-            let mut parts = out.chunks_mut(rows_per_thread * plane).enumerate();
-            let (_, first) = parts.next().expect("at least one output channel");
-            for (i, part) in parts {
-                scope.spawn(move || {
-                    gemm::multiply(self.gemm, &self.weight, i * panels_per_thread, col, plane, part, self.relu)
-                });
-            }
-            gemm::multiply(self.gemm, &self.weight, 0, col, plane, first, self.relu);
+        let panels_per_part = self.weight.panels().div_ceil(team.size());
+        let chunks = SharedChunks::new(out, panels_per_part * self.weight.mr() * plane);
+        team.run(chunks.count(), &|i| {
+            // SAFETY: each part index runs once, so each chunk is borrowed once.
+            let part = unsafe { chunks.get(i) };
+            gemm::multiply(self.micro, &self.weight, i * panels_per_part, col, plane, part, self.relu)
         });
     }
 
     /// Copies the `[in, h, w]` input into the middle of a zeroed `[in, h + 2·pad, w + 2·pad]`.
+    #[inline(always)]
     fn pad_input(&self, input: &[f32], padded: &mut [f32]) {
         let (h, w, pad) = (self.height, self.width, self.pad);
         let padded_w = w + 2 * pad;
@@ -123,22 +124,80 @@ impl ConvStep {
         }
     }
 
-    /// Fills `col` with the packed im2col matrix (tap-major, in panels of `NR` output
-    /// pixels), front to back. Each run is copied as a whole `NR` floats: what lands past
-    /// the run's end is overwritten by the next run or the next row, or falls in the
-    /// slack, and the columns past the last pixel are zeroed.
-    fn im2col(&self, padded: &[f32], col: &mut [f32]) {
-        let (depth, pixels) = (self.taps.len(), self.height * self.width);
+    /// Writes the im2col rows (kernel taps) `taps` of every panel into the packed matrix at
+    /// `col` (tap-major, in panels of `nr` output pixels). Each run is copied in whole
+    /// blocks of `COPY` floats: what lands past the run's end is overwritten by the next run
+    /// or the next row, or falls in the slack, and the columns past the last pixel are
+    /// zeroed. When another part writes the next row (`exact_last`), the last row of the
+    /// range is copied exactly instead.
+    ///
+    /// # Safety
+    /// `col` holds [`Self::col_len`] floats, and no other thread writes these rows meanwhile.
+    #[inline(always)]
+    unsafe fn im2col(&self, padded: &[f32], col: *mut f32, taps: std::ops::Range<usize>, exact_last: bool) {
+        let (depth, pixels, nr) = (self.taps.len(), self.height * self.width, self.micro.nr);
         for (j, runs) in self.runs.iter().enumerate() {
-            let used = NR.min(pixels - j * NR);
-            for (p, &tap) in self.taps.iter().enumerate() {
-                let row = (j * depth + p) * NR;
-                for &(at, source) in runs {
-                    col[row + at..][..NR].copy_from_slice(&padded[tap + source..][..NR]);
+            let used = nr.min(pixels - j * nr);
+            for p in taps.clone() {
+                let (tap, row) = (self.taps[p], col.add((j * depth + p) * nr));
+                let exact = exact_last && p + 1 == taps.end;
+                for &(at, source, len) in runs {
+                    let from = &padded[tap + source..][..len.next_multiple_of(COPY)];
+                    if exact {
+                        std::ptr::copy_nonoverlapping(from.as_ptr(), row.add(at), len);
+                        continue;
+                    }
+                    for (b, block) in from.chunks_exact(COPY).enumerate() {
+                        // A constant length: a few vector moves, not a memcpy call.
+                        std::ptr::copy_nonoverlapping(block.as_ptr(), row.add(at + b * COPY), COPY);
+                    }
                 }
-                col[row + used..row + NR].fill(0.0);
+                std::ptr::write_bytes(row.add(used), 0, nr - used);
             }
         }
+    }
+}
+
+/// Floats per copy in [`ConvStep::im2col`]: 64 bytes.
+const COPY: usize = 16;
+
+/// The zero-padded input of a convolution: done by the calling thread alone (it is small).
+struct Pad<'a> {
+    step: &'a ConvStep,
+    input: &'a [f32],
+    padded: SharedChunks<'a, f32>,
+}
+
+impl Part for Pad<'_> {
+    #[inline(always)]
+    fn run(&self, i: usize) {
+        // SAFETY: there is one part, run once.
+        self.step.pad_input(self.input, unsafe { self.padded.get(i) });
+    }
+}
+
+/// The packed im2col matrix, shared by the parts that write its rows.
+struct ColPtr(*mut f32);
+
+// SAFETY: the parts write disjoint rows (`ConvStep::im2col`'s contract).
+unsafe impl Sync for ColPtr {}
+
+/// A range of im2col rows (kernel taps) of every panel: one part of [`ConvStep::run`].
+struct Im2col<'a> {
+    step: &'a ConvStep,
+    padded: &'a [f32],
+    col: ColPtr,
+    taps_per_part: usize,
+    parts: usize,
+}
+
+impl Part for Im2col<'_> {
+    #[inline(always)]
+    fn run(&self, i: usize) {
+        let taps = i * self.taps_per_part..((i + 1) * self.taps_per_part).min(self.step.taps.len());
+        // SAFETY: `col` is the step's packed matrix (`col_len` floats, see `run`), and each
+        // part index runs once, on its own taps.
+        unsafe { self.step.im2col(self.padded, self.col.0, taps, self.parts > 1) };
     }
 }
 
@@ -146,16 +205,19 @@ impl ConvStep {
 mod tests {
     use model_format::arch::{Layer, LAYERS, TENSORS};
 
+    use super::super::workers::Workers;
     use super::*;
 
     fn value(i: usize, scale: f32) -> f32 {
         ((i * 37 % 101) as f32 / 50.0 - 1.0) * scale
     }
 
-    /// The model's convolutions on maps whose rows are not a multiple of `NR` (so panels
-    /// hold pieces of several rows, and the last panel is partial) against the definition.
+    /// The model's convolutions on maps whose rows are not a multiple of `nr` (so panels
+    /// hold pieces of several rows, and the last panel is partial) against the definition,
+    /// with the same bits for every kernel and thread count.
     #[test]
-    fn ragged_geometries_match_the_definition_for_any_thread_count() {
+    fn ragged_geometries_match_the_definition_for_any_kernel_and_thread_count() {
+        let teams = [Workers::new(2).unwrap(), Workers::new(3).unwrap()];
         let convs = LAYERS.iter().filter_map(|(_, layer)| match layer {
             Layer::Conv(conv) => Some(*conv),
             _ => None,
@@ -165,11 +227,11 @@ mod tests {
             let weight: Vec<f32> = (0..TENSORS[conv.weight].len()).map(|i| value(i, 0.2)).collect();
             let bias: Vec<f32> = (0..c_out).map(|i| value(i + 3, 0.1)).collect();
             let input: Vec<f32> = (0..c_in * h * w).map(|i| value(i + 7, 1.0)).collect();
-            let mut step = ConvStep::new(&conv, &weight, &bias, h, w);
+            let mut step = ConvStep::new(&conv, &weight, &bias, h, w, Micro::new(Kernel::Portable));
             step.relu = true;
             let mut scratch = vec![f32::NAN; step.scratch_len()];
             let mut want = vec![0f32; c_out * h * w];
-            step.run(&input, &mut want, &mut scratch, 1);
+            step.run(&input, &mut want, &mut scratch, &Team::alone(), Kernel::Portable);
             for o in 0..c_out {
                 for y in 0..h {
                     for x in 0..w {
@@ -186,10 +248,16 @@ mod tests {
                     }
                 }
             }
-            for threads in [2, 3] {
-                let mut got = vec![0f32; c_out * h * w];
-                step.run(&input, &mut got, &mut scratch, threads);
-                assert_eq!(got, want, "{h}×{w} on {threads} threads");
+            for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
+                let mut step = ConvStep::new(&conv, &weight, &bias, h, w, Micro::new(kernel));
+                step.relu = true;
+                let mut scratch = vec![f32::NAN; step.scratch_len()];
+                for workers in &teams {
+                    let team = workers.team();
+                    let mut got = vec![0f32; c_out * h * w];
+                    step.run(&input, &mut got, &mut scratch, &team, kernel);
+                    assert!(got == want, "{h}×{w}, {kernel} kernel on {} threads", team.size());
+                }
             }
         }
     }

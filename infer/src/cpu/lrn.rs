@@ -3,6 +3,12 @@
 
 use model_format::arch::Lrn;
 
+use super::kernel::{Kernel, Part};
+use super::workers::{SharedChunks, Team};
+
+/// Pixels whose window sums are kept on the stack at once.
+const BLOCK: usize = 64;
+
 #[derive(Debug, Clone)]
 pub(crate) struct LrnStep {
     lrn: Lrn,
@@ -15,27 +21,32 @@ impl LrnStep {
         LrnStep { lrn, channels, plane }
     }
 
-    /// Floats of scratch needed: one plane of window sums.
-    pub(crate) fn scratch_len(&self) -> usize {
-        self.plane
+    /// Normalises one `[c, h·w]` map into `out`, the channels shared out between the team.
+    pub(crate) fn run(&self, input: &[f32], out: &mut [f32], team: &Team, kernel: Kernel) {
+        let per_part = self.channels.div_ceil(team.size());
+        let out = SharedChunks::new(&mut out[..self.channels * self.plane], per_part * self.plane);
+        team.run_parts(out.count(), kernel, &Channels { step: self, input, out, per_part });
     }
 
-    /// Normalises one `[c, h·w]` map into `out`; `sums` is scratch.
-    pub(crate) fn run(&self, input: &[f32], out: &mut [f32], sums: &mut [f32]) {
+    /// Channels `first..` of the output, as many as `out` holds. Each sum adds the squares in
+    /// channel order from 0, whatever the split.
+    #[inline(always)]
+    fn channels(&self, input: &[f32], first: usize, out: &mut [f32]) {
         let (p, r) = (self.plane, self.lrn.depth_radius);
-        let sums = &mut sums[..p];
-        for c in 0..self.channels {
-            sums.fill(0.0);
-            // Summing whole planes keeps the inner loop contiguous (it vectorises).
-            for other in c.saturating_sub(r)..(c + r + 1).min(self.channels) {
-                for (s, &x) in sums.iter_mut().zip(&input[other * p..][..p]) {
-                    *s += x * x;
+        for (c, dst) in (first..).zip(out.chunks_exact_mut(p)) {
+            let window = c.saturating_sub(r)..(c + r + 1).min(self.channels);
+            for start in (0..p).step_by(BLOCK) {
+                let len = BLOCK.min(p - start);
+                let mut sums = [0f32; BLOCK];
+                for other in window.clone() {
+                    for (s, &x) in sums[..len].iter_mut().zip(&input[other * p + start..][..len]) {
+                        *s += x * x;
+                    }
                 }
-            }
-            let src = &input[c * p..][..p];
-            let dst = &mut out[c * p..][..p];
-            for ((d, &x), &s) in dst.iter_mut().zip(src).zip(sums.iter()) {
-                *d = x * self.inverse_power(self.lrn.bias + self.lrn.alpha * s);
+                let src = &input[c * p + start..][..len];
+                for ((d, &x), &s) in dst[start..start + len].iter_mut().zip(src).zip(&sums[..len]) {
+                    *d = x * self.inverse_power(self.lrn.bias + self.lrn.alpha * s);
+                }
             }
         }
     }
@@ -52,6 +63,23 @@ impl LrnStep {
     }
 }
 
+/// A range of output channels: one part of [`LrnStep::run`].
+struct Channels<'a> {
+    step: &'a LrnStep,
+    input: &'a [f32],
+    out: SharedChunks<'a, f32>,
+    per_part: usize,
+}
+
+impl Part for Channels<'_> {
+    #[inline(always)]
+    fn run(&self, i: usize) {
+        // SAFETY: each part index runs once, so each chunk is borrowed once.
+        let out = unsafe { self.out.get(i) };
+        self.step.channels(self.input, i * self.per_part, out);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,8 +91,7 @@ mod tests {
         // Large enough values that the divisor is far from 1 (up to ~3).
         let input: Vec<f32> = (0..channels).map(|c| (c as f32 - 5.5) * 10.0).collect();
         let mut out = vec![0f32; channels];
-        let mut sums = [0f32; 1];
-        LrnStep::new(LRN, channels, 1).run(&input, &mut out, &mut sums);
+        LrnStep::new(LRN, channels, 1).run(&input, &mut out, &Team::alone(), Kernel::Portable);
         for c in 0..channels {
             let window = c.saturating_sub(4)..(c + 5).min(channels);
             let sum: f64 = input[window].iter().map(|&x| f64::from(x).powi(2)).sum();

@@ -1,36 +1,45 @@
 //! The pure-Rust CPU engine: for the convolutions, im2col written straight into a packed
-//! layout and our own register-blocked single-precision product (`gemm.rs`: AVX2+FMA when
-//! the CPU has them, portable Rust otherwise) that adds the bias and applies the ReLU as it
-//! stores; direct loops for pooling and LRN; vectorised dot products (AVX2+FMA when the CPU
-//! has them) for the fully connected layers. No C or C++ code.
+//! layout and our own register-blocked single-precision product (`gemm.rs`) that adds the
+//! bias and applies the ReLU as it stores; register-blocked dot products for the fully
+//! connected layers (`dense.rs`); direct loops for pooling and LRN. No C or C++ code.
+//!
+//! # Kernels
+//!
+//! The inner loops come in three versions, picked at run time ([`Kernel`]): AVX-512, AVX2
+//! with FMA, and portable Rust. All three compute every value with the same chain of fused
+//! multiply-adds in the same order (the portable one with [`f32::mul_add`]), so they give
+//! the same bits, and the bundled model's exact accuracy counts hold on any machine.
+//! [`CpuEngine::new`] takes the fastest, or the one [`KERNEL_ENV`] names;
+//! [`CpuEngine::with_kernel`] takes one explicitly.
 //!
 //! # Memory
 //!
 //! The engine holds a copy of the weights: 1,068,298 floats, the convolution kernels
-//! packed for the product (padded to a multiple of 6 output channels), about 4.3 MB in all
+//! packed for the product (padded to a whole number of row panels), about 4.3 MB in all
 //! ([`CpuEngine::weight_bytes`]; the [`Weights`] it was built from can be dropped).
 //! Each worker thread needs about 1.3 MB of scratch for one image at a time (the packed
 //! im2col matrix of conv2: 1,600 × 144 floats, the zero-padded input, and two 64×24×24
-//! maps) and 18 KB per example of its share of the batch for the fully connected part;
+//! maps; pooling and LRN keep a few hundred bytes on the stack) and 18 KB per example of its share of the batch for the fully connected part;
 //! see [`CpuEngine::workspace_bytes`] for the exact figure at a batch size (about
-//! 1.3 MB at batch 1 and 3.6 MB at batch 128 on one thread). Classifying one PNG with the
-//! `cifar10` CLI peaks at about 11.5 MB resident.
+//! 1.3 MB at batch 1 and 3.6 MB at batch 128 on one thread).
 //!
 //! # Allocation
 //!
 //! Everything a call needs lives in a [`Workspace`]: the first call sizes it for its batch
-//! size, and later calls with that size or smaller, on one thread, allocate nothing at all
-//! (`tests/allocations.rs` counts with a global allocator). [`Engine::logits`] keeps the
-//! workspaces of finished calls (one per concurrent caller), so a warm shared engine
-//! allocates nothing either. With `threads > 1` the only allocations are the few hundred
-//! bytes `std::thread::scope` takes to start each helper thread (once per call for a
-//! batch, once per convolution for a single image), freed when it ends.
+//! size, and later calls with that size or smaller allocate nothing at all, on any thread
+//! and with any thread count (`tests/allocations.rs` counts every thread with a global
+//! allocator). [`Engine::logits`] keeps the workspaces of finished calls (one per
+//! concurrent caller), so a warm shared engine allocates nothing either.
 //!
 //! # Threads
 //!
 //! With `threads = 1` the engine runs on the calling thread and starts no thread. With more,
-//! a batch is split into that many chunks run on scoped threads (`std::thread::scope`); a
-//! batch smaller than that (one image) shares each convolution's output channels instead.
+//! [`CpuEngine::new`] starts `threads - 1` helper threads that live as long as the engine
+//! (named `infer-cpu-N`; they spin for 50 µs after each piece of work, then sleep). A batch
+//! is split into that many chunks, one per thread; a batch smaller than that (one image)
+//! shares out each layer instead: the im2col rows and then the output channels of each
+//! convolution, the channels of pooling and LRN, and local3's outputs. One call at a
+//! time uses the helpers: a concurrent call on a shared engine runs on its own thread.
 //! The engine does not use `matrixmultiply` (nor its `MATMUL_NUM_THREADS` pool), so
 //! `threads` is the whole story. Results are bitwise the same for any thread count and any
 //! batch split.
@@ -38,9 +47,11 @@
 mod conv;
 mod dense;
 mod gemm;
+mod kernel;
 mod lrn;
 mod plan;
 mod pool;
+mod workers;
 mod workspace;
 
 use std::sync::Mutex;
@@ -52,7 +63,11 @@ use ndarray::{ArrayView4, ArrayViewMut2};
 
 use crate::engine::{check_input, check_output, Engine};
 use crate::error::InferError;
+#[doc(hidden)]
+pub use gemm::ProductBench;
+pub use kernel::{Kernel, KERNEL_ENV};
 use plan::Plan;
+use workers::{SharedChunks, Team, Workers};
 use workspace::Scratch;
 pub use workspace::Workspace;
 
@@ -71,15 +86,43 @@ pub use workspace::Workspace;
 pub struct CpuEngine {
     plan: Plan,
     threads: usize,
+    /// The `threads - 1` helper threads, started here and kept for the engine's life.
+    workers: Workers,
     /// Workspaces of finished calls, reused by the next ones (one per concurrent caller).
     spare: Mutex<Vec<Workspace>>,
 }
 
 impl CpuEngine {
     /// Builds the engine from validated weights; `threads` (at least 1) is how many threads
-    /// one call may use.
+    /// one call may use (the engine starts `threads - 1` helper threads now). The kernel is
+    /// the fastest this CPU runs, unless [`KERNEL_ENV`] names another (an unknown name, or
+    /// one this CPU cannot run, is an error).
     pub fn new(weights: &Weights, threads: usize) -> Result<Self, InferError> {
-        Ok(CpuEngine { plan: Plan::build(weights)?, threads: threads.max(1), spare: Mutex::new(Vec::new()) })
+        CpuEngine::with_kernel(weights, threads, Kernel::from_env()?)
+    }
+
+    /// Like [`CpuEngine::new`], with the kernel given: every kernel gives the same bits, so
+    /// this is for tests and benchmarks. A kernel this CPU cannot run is an error.
+    ///
+    /// ```
+    /// use infer::cpu::{CpuEngine, Kernel};
+    /// let engine = CpuEngine::with_kernel(&infer::random_weights(0), 1, Kernel::Portable)?;
+    /// assert_eq!(engine.kernel(), Kernel::Portable);
+    /// # Ok::<(), infer::InferError>(())
+    /// ```
+    pub fn with_kernel(weights: &Weights, threads: usize, kernel: Kernel) -> Result<Self, InferError> {
+        let threads = threads.max(1);
+        Ok(CpuEngine {
+            plan: Plan::build(weights, kernel)?,
+            threads,
+            workers: Workers::new(threads)?,
+            spare: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The kernel the engine runs.
+    pub fn kernel(&self) -> Kernel {
+        self.plan.kernel
     }
 
     /// Threads one call may use.
@@ -97,7 +140,7 @@ impl CpuEngine {
     /// ```
     pub fn workspace_bytes(&self, batch: usize) -> usize {
         let mut workspace = Workspace::new();
-        let (workers, rows) = self.split(batch.max(1));
+        let (workers, rows) = split(batch.max(1), self.threads);
         workspace.reserve(&self.plan, workers, rows);
         workspace.bytes()
     }
@@ -159,32 +202,31 @@ impl CpuEngine {
         logits: &mut [f32],
     ) -> Result<(), InferError> {
         check_lengths(input, batch, logits, self.plan.out_len())?;
-        let (workers, rows) = self.split(batch);
+        let team = self.workers.team();
+        let (workers, rows) = split(batch, team.size());
         workspace.reserve(&self.plan, workers, rows);
-        let out_len = self.plan.out_len();
-        let jobs = input.chunks(rows * INPUT_LEN).zip(logits.chunks_mut(rows * out_len));
         if workers == 1 {
-            // Fewer images than threads (a single image): the threads share each convolution.
-            run_chunk(&self.plan, &mut workspace.slots[0], input, logits, self.threads);
+            // Fewer images than threads (a single image): the threads share each layer.
+            run_chunk(&self.plan, &mut workspace.slots[0], input, logits, &team);
             return Ok(());
         }
-        std::thread::scope(|scope| {
-            let mut jobs = jobs.zip(workspace.slots.iter_mut());
-            let ((first_in, first_out), first_slot) = jobs.next().expect("batch is not empty");
-            for ((chunk_in, chunk_out), slot) in jobs {
-                scope.spawn(|| run_chunk(&self.plan, slot, chunk_in, chunk_out, 1));
-            }
-            run_chunk(&self.plan, first_slot, first_in, first_out, 1);
+        let slots = SharedChunks::new(&mut workspace.slots[..workers], 1);
+        let outputs = SharedChunks::new(logits, rows * self.plan.out_len());
+        team.run(workers, &|i| {
+            // SAFETY: each part index runs once, so each chunk is borrowed once.
+            let (slot, out) = unsafe { (&mut slots.get(i)[0], outputs.get(i)) };
+            let input = &input[i * rows * INPUT_LEN..][..out.len() / self.plan.out_len() * INPUT_LEN];
+            run_chunk(&self.plan, slot, input, out, &Team::alone());
         });
         Ok(())
     }
+}
 
-    /// `(workers, rows per worker)` for a batch.
-    fn split(&self, batch: usize) -> (usize, usize) {
-        let workers = self.threads.min(batch).max(1);
-        let rows = batch.div_ceil(workers);
-        (batch.div_ceil(rows), rows)
-    }
+/// `(workers, rows per worker)` for a batch on `threads` threads.
+fn split(batch: usize, threads: usize) -> (usize, usize) {
+    let workers = threads.min(batch).max(1);
+    let rows = batch.div_ceil(workers);
+    (batch.div_ceil(rows), rows)
 }
 
 impl Engine for CpuEngine {
@@ -214,18 +256,18 @@ fn check_lengths(input: &[f32], batch: usize, logits: &[f32], out_len: usize) ->
     Ok(())
 }
 
-/// The whole forward pass for one chunk of the batch on the current thread (helped by
-/// `threads - 1` more inside each convolution).
-fn run_chunk(plan: &Plan, scratch: &mut Scratch, input: &[f32], logits: &mut [f32], threads: usize) {
+/// The whole forward pass for one chunk of the batch on the current thread, helped by the
+/// rest of the team inside each layer.
+fn run_chunk(plan: &Plan, scratch: &mut Scratch, input: &[f32], logits: &mut [f32], team: &Team) {
     let rows = input.len() / INPUT_LEN;
-    let Scratch { ping, pong, col, sums, rows_a, rows_b } = scratch;
-    let mut maps = MapBuffers { ping, pong, col, sums };
+    let Scratch { ping, pong, col, rows_a, rows_b } = scratch;
+    let mut maps = MapBuffers { ping, pong, col };
     for (image, flat) in input.chunks_exact(INPUT_LEN).zip(rows_a.chunks_exact_mut(plan.flat_len)) {
-        map_steps(plan, image, &mut maps, flat, threads);
+        map_steps(plan, image, &mut maps, flat, team);
     }
     let (mut current, mut next) = (rows_a, rows_b);
     for step in &plan.dense_steps {
-        step.run(current, rows, next);
+        step.run(current, rows, next, team);
         std::mem::swap(&mut current, &mut next);
     }
     logits.copy_from_slice(&current[..logits.len()]);
@@ -236,19 +278,18 @@ struct MapBuffers<'a> {
     ping: &'a mut [f32],
     pong: &'a mut [f32],
     col: &'a mut [f32],
-    sums: &'a mut [f32],
 }
 
 /// Runs the per-image steps of one image and writes the flattened result to `flat`.
-fn map_steps(plan: &Plan, image: &[f32], maps: &mut MapBuffers, flat: &mut [f32], threads: usize) {
+fn map_steps(plan: &Plan, image: &[f32], maps: &mut MapBuffers, flat: &mut [f32], team: &Team) {
     let Some((first, rest)) = plan.map_steps.split_first() else {
         flat.copy_from_slice(&image[..flat.len()]);
         return;
     };
-    first.run(image, maps.ping, maps.col, maps.sums, threads);
+    first.run(image, maps.ping, maps.col, team, plan.kernel);
     let (mut current, mut next) = (&mut *maps.ping, &mut *maps.pong);
     for step in rest {
-        step.run(current, next, maps.col, maps.sums, threads);
+        step.run(current, next, maps.col, team, plan.kernel);
         std::mem::swap(&mut current, &mut next);
     }
     flat.copy_from_slice(&current[..flat.len()]);

@@ -7,8 +7,11 @@ use model_format::Weights;
 
 use super::conv::ConvStep;
 use super::dense::DenseStep;
+use super::gemm::Micro;
+use super::kernel::{self, Kernel};
 use super::lrn::LrnStep;
 use super::pool::PoolStep;
+use super::workers::Team;
 use crate::error::InferError;
 
 /// One step on a single image's `[c, h, w]` map.
@@ -21,14 +24,14 @@ pub(crate) enum MapStep {
 }
 
 impl MapStep {
-    /// Runs the step from `input` into `out`; `col` and `sums` are scratch; a convolution
-    /// may share its work between `threads` threads.
-    pub(crate) fn run(&self, input: &[f32], out: &mut [f32], col: &mut [f32], sums: &mut [f32], threads: usize) {
+    /// Runs the step from `input` into `out`, shared out between the team; `col` is a
+    /// convolution's scratch.
+    pub(crate) fn run(&self, input: &[f32], out: &mut [f32], col: &mut [f32], team: &Team, kernel: Kernel) {
         match self {
-            MapStep::Conv(conv) => conv.run(input, out, col, threads),
-            MapStep::Pool(pool) => pool.run(input, out),
-            MapStep::Lrn(lrn) => lrn.run(input, out, sums),
-            MapStep::Relu => out.iter_mut().zip(input).for_each(|(o, &x)| *o = x.max(0.0)),
+            MapStep::Conv(conv) => conv.run(input, out, col, team, kernel),
+            MapStep::Pool(pool) => pool.run(input, out, team, kernel),
+            MapStep::Lrn(lrn) => lrn.run(input, out, team, kernel),
+            MapStep::Relu => out.iter_mut().zip(input).for_each(|(o, &x)| *o = kernel::relu(x)),
         }
     }
 }
@@ -42,24 +45,25 @@ pub(crate) struct Plan {
     pub(crate) map_len: usize,
     /// Convolution scratch for one image: packed im2col and padded input (floats).
     pub(crate) col_len: usize,
-    /// LRN window-sum scratch (floats).
-    pub(crate) sums_len: usize,
     /// Features entering the first dense layer.
     pub(crate) flat_len: usize,
     /// Widest per-example vector in the dense part (floats).
     pub(crate) dense_len: usize,
+    /// The kernel every step uses.
+    pub(crate) kernel: Kernel,
 }
 
 impl Plan {
-    pub(crate) fn build(weights: &Weights) -> Result<Self, InferError> {
+    pub(crate) fn build(weights: &Weights, kernel: Kernel) -> Result<Self, InferError> {
+        let kernel = kernel.check_available()?;
         let mut plan = Plan {
             map_steps: Vec::new(),
             dense_steps: Vec::new(),
             map_len: INPUT_SHAPE.len(),
             col_len: 0,
-            sums_len: 0,
             flat_len: 0,
             dense_len: 0,
+            kernel,
         };
         let mut shape = INPUT_SHAPE;
         let mut flattened = false;
@@ -86,7 +90,8 @@ impl Plan {
             || InferError::Backend(format!("layer `{name}` ({layer:?}) cannot follow a {shape:?} activation"));
         match (*layer, shape, *flattened) {
             (Layer::Conv(conv), ActShape::Map { h, w, .. }, false) => {
-                let step = ConvStep::new(&conv, weights.tensor(conv.weight), weights.tensor(conv.bias), h, w);
+                let (weight, bias) = (weights.tensor(conv.weight), weights.tensor(conv.bias));
+                let step = ConvStep::new(&conv, weight, bias, h, w, Micro::new(self.kernel));
                 self.col_len = self.col_len.max(step.scratch_len());
                 self.map_steps.push(MapStep::Conv(step));
             }
@@ -94,9 +99,7 @@ impl Plan {
                 self.map_steps.push(MapStep::Pool(PoolStep::new(pool, c, h, w)));
             }
             (Layer::Lrn(lrn), ActShape::Map { c, h, w }, false) => {
-                let step = LrnStep::new(lrn, c, h * w);
-                self.sums_len = self.sums_len.max(step.scratch_len());
-                self.map_steps.push(MapStep::Lrn(step));
+                self.map_steps.push(MapStep::Lrn(LrnStep::new(lrn, c, h * w)));
             }
             (Layer::Relu, _, false) => match self.map_steps.last_mut() {
                 Some(MapStep::Conv(conv)) if !conv.relu => conv.relu = true,
@@ -107,7 +110,8 @@ impl Plan {
                 self.flat_len = shape.len();
             }
             (Layer::Dense(dense), ActShape::Flat(n), true) if n == dense.in_features() => {
-                let step = DenseStep::new(&dense, weights.tensor(dense.weight), weights.tensor(dense.bias));
+                let step =
+                    DenseStep::new(&dense, weights.tensor(dense.weight), weights.tensor(dense.bias), self.kernel);
                 self.dense_steps.push(step);
             }
             (Layer::Relu, _, true) => match self.dense_steps.last_mut() {

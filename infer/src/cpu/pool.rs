@@ -3,6 +3,9 @@
 
 use model_format::arch::MaxPool;
 
+use super::kernel::{Kernel, Part};
+use super::workers::{SharedChunks, Team};
+
 #[derive(Debug, Clone)]
 pub(crate) struct PoolStep {
     pool: MaxPool,
@@ -13,32 +16,72 @@ pub(crate) struct PoolStep {
 
 impl PoolStep {
     pub(crate) fn new(pool: MaxPool, channels: usize, height: usize, width: usize) -> Self {
+        assert!(width <= MAX_IN, "pooling input width {width} exceeds {MAX_IN}");
         PoolStep { pool, channels, height, width }
     }
 
-    /// Pools one `[c, h, w]` map into `out` (`[c, out_h, out_w]`).
-    pub(crate) fn run(&self, input: &[f32], out: &mut [f32]) {
+    /// Pools one `[c, h, w]` map into `out` (`[c, out_h, out_w]`), the channels shared out
+    /// between the team.
+    pub(crate) fn run(&self, input: &[f32], out: &mut [f32], team: &Team, kernel: Kernel) {
+        let plane = self.pool.out_size(self.height) * self.pool.out_size(self.width);
+        let per_part = self.channels.div_ceil(team.size());
+        let out = SharedChunks::new(&mut out[..self.channels * plane], per_part * plane);
+        team.run_parts(out.count(), kernel, &Channels { step: self, input, out, per_part });
+    }
+
+    /// Channels `first..` of the output, as many as `out` holds: per output row, the max
+    /// down the window's input rows (whole rows at a time, so it vectorises), then the max
+    /// across each window of that row.
+    #[inline(always)]
+    fn channels(&self, input: &[f32], first: usize, out: &mut [f32]) {
         let (h, w) = (self.height, self.width);
         let (oh, ow) = (self.pool.out_size(h), self.pool.out_size(w));
         let (top, _) = self.pool.padding(h);
         let (left, _) = self.pool.padding(w);
-        let rows = window_ranges(self.pool, top, h, oh);
-        let cols = window_ranges(self.pool, left, w, ow);
-        for c in 0..self.channels {
-            let src = &input[c * h * w..][..h * w];
-            let dst = &mut out[c * oh * ow..][..oh * ow];
-            for (oy, &(y0, y1)) in rows.iter().enumerate() {
-                for (ox, &(x0, x1)) in cols.iter().enumerate() {
-                    let mut best = f32::NEG_INFINITY;
-                    for y in y0..y1 {
-                        for &v in &src[y * w + x0..y * w + x1] {
-                            best = best.max(v);
-                        }
-                    }
-                    dst[oy * ow + ox] = best;
+        let row_windows = window_ranges(self.pool, top, h, oh);
+        let col_windows = window_ranges(self.pool, left, w, ow);
+        let mut row = [0f32; MAX_IN];
+        let column_max = &mut row[..w];
+        for (src, dst) in input[first * h * w..].chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
+            for (&(y0, y1), dst_row) in row_windows.iter().zip(dst.chunks_exact_mut(ow)) {
+                column_max.copy_from_slice(&src[y0 * w..][..w]);
+                for line in src[(y0 + 1) * w..y1 * w].chunks_exact(w) {
+                    column_max.iter_mut().zip(line).for_each(|(m, &v)| *m = max(*m, v));
+                }
+                for (&(x0, x1), d) in col_windows.iter().zip(dst_row.iter_mut()) {
+                    *d = column_max[x0 + 1..x1].iter().fold(column_max[x0], |m, &v| max(m, v));
                 }
             }
         }
+    }
+}
+
+/// A range of output channels: one part of [`PoolStep::run`].
+struct Channels<'a> {
+    step: &'a PoolStep,
+    input: &'a [f32],
+    out: SharedChunks<'a, f32>,
+    per_part: usize,
+}
+
+impl Part for Channels<'_> {
+    #[inline(always)]
+    fn run(&self, i: usize) {
+        // SAFETY: each part index runs once, so each chunk is borrowed once.
+        let out = unsafe { self.out.get(i) };
+        self.step.channels(self.input, i * self.per_part, out);
+    }
+}
+
+/// `b` when it is larger, else `a`: what `MAXPS(b, a)` computes, so the loops vectorise.
+/// Windows are never empty, so without NaNs this is the window's maximum (in the model the
+/// inputs come out of a ReLU, or an LRN of one; a NaN gives the same bits on every machine).
+#[inline(always)]
+fn max(a: f32, b: f32) -> f32 {
+    if b > a {
+        b
+    } else {
+        a
     }
 }
 
@@ -57,6 +100,8 @@ fn window_ranges(pool: MaxPool, pad_begin: usize, n: usize, out: usize) -> Windo
 
 /// Largest pooled side the engine supports (the model pools 24 → 12 → 6).
 const MAX_OUT: usize = 64;
+/// Largest input width: one row of it is kept on the stack.
+const MAX_IN: usize = 2 * MAX_OUT + 8;
 
 struct WindowRanges {
     items: [(usize, usize); MAX_OUT],
@@ -81,7 +126,7 @@ mod tests {
         // that let the padding (0) win would output zeros on the last row and column.
         let input: Vec<f32> = (0..16).map(|i| -1.0 - i as f32).collect();
         let mut out = [0f32; 4];
-        PoolStep::new(POOL, 1, 4, 4).run(&input, &mut out);
+        PoolStep::new(POOL, 1, 4, 4).run(&input, &mut out, &Team::alone(), Kernel::Portable);
         // Windows cover rows/cols [0,3) and [2,4): the max is the top-left-most value.
         assert_eq!(out, [-1.0, -3.0, -9.0, -11.0]);
     }

@@ -4,14 +4,13 @@
 use super::plan::Plan;
 
 /// Buffers of one worker thread: per-image ping-pong maps and scratch (`col`: the
-/// convolutions' zero-padded input and packed im2col matrix; `sums`: LRN window sums),
-/// plus the dense activations of its chunk of the batch.
+/// convolutions' zero-padded input and packed im2col matrix), plus the dense activations
+/// of its chunk of the batch.
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
     pub(crate) ping: Vec<f32>,
     pub(crate) pong: Vec<f32>,
     pub(crate) col: Vec<f32>,
-    pub(crate) sums: Vec<f32>,
     pub(crate) rows_a: Vec<f32>,
     pub(crate) rows_b: Vec<f32>,
 }
@@ -22,16 +21,13 @@ impl Scratch {
         grow(&mut self.ping, plan.map_len);
         grow(&mut self.pong, plan.map_len);
         grow(&mut self.col, plan.col_len);
-        grow(&mut self.sums, plan.sums_len);
         grow(&mut self.rows_a, rows * plan.dense_len);
         grow(&mut self.rows_b, rows * plan.dense_len);
     }
 
     fn bytes(&self) -> usize {
-        let floats = [&self.ping, &self.pong, &self.col, &self.sums, &self.rows_a, &self.rows_b]
-            .iter()
-            .map(|v| v.len())
-            .sum::<usize>();
+        let floats =
+            [&self.ping, &self.pong, &self.col, &self.rows_a, &self.rows_b].iter().map(|v| v.len()).sum::<usize>();
         floats * std::mem::size_of::<f32>()
     }
 }
