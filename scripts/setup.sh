@@ -37,4 +37,6 @@ site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purel
 ln -sfn "$site/torch" .venv/libtorch
 ort=$(ls "$site"/onnxruntime/capi/libonnxruntime.so.* | head -n1)
 ln -sfn "$ort" .venv/libonnxruntime.so
+bash scripts/setup-bindings.sh
+bash scripts/setup-browser.sh
 echo "setup: ok (libtorch $TORCH, onnxruntime $ONNXRUNTIME in .venv)"

@@ -23,8 +23,8 @@ use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use crate::progress::Mode;
 use flate2::read::GzDecoder;
-use indicatif::{ProgressBar, ProgressStyle};
 use md5::{Digest, Md5};
 use model_format::cifar::{DataError, Dataset, Records, META_FILE, TEST_FILE, TRAIN_FILES};
 
@@ -325,7 +325,7 @@ fn save_body(
         received += n as u64;
         bar.set_position(received);
     }
-    bar.finish_and_clear();
+    bar.finish();
     file.sync_all().map_err(io_error(part))
 }
 
@@ -339,18 +339,15 @@ fn open_part(part: &Path, have: u64) -> Result<File, FetchError> {
     options.open(part).map_err(io_error(part))
 }
 
-fn progress_bar(progress: Progress, have: u64, total: Option<u64>) -> ProgressBar {
-    if progress == Progress::Quiet {
-        return ProgressBar::hidden();
-    }
-    let (bar, template) = match total {
-        Some(len) => (ProgressBar::new(len), "{wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}"),
-        None => (ProgressBar::new_spinner(), "{spinner} {bytes} {binary_bytes_per_sec}"),
+/// A bar on a terminal, plain lines in a log (see [`crate::progress`]), nothing when quiet.
+fn progress_bar(progress: Progress, have: u64, total: Option<u64>) -> crate::progress::Progress {
+    let mode = match progress {
+        Progress::Bar => Mode::for_stderr(),
+        Progress::Quiet => Mode::Quiet,
     };
-    let style = ProgressStyle::with_template(template).expect("the progress template is valid");
-    let bar = bar.with_style(style).with_position(have);
+    let bar = crate::progress::Progress::new(mode, "downloading", "bytes", total.unwrap_or(0));
     // Measure the speed from here, not from byte 0, when resuming.
-    bar.reset_eta();
+    bar.resume_from(have);
     bar
 }
 

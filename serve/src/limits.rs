@@ -4,16 +4,16 @@
 //!
 //! Memory, per request and in total (defaults in brackets; the README states the same):
 //! - a body is refused with 413 before it is read when its Content-Length is above
-//!   `max_body_bytes` [16 MiB], and as soon as it grows past it otherwise;
+//!   `max_body_bytes` \[16 MiB\], and as soon as it grows past it otherwise;
 //! - a body over [`SMALL_BODY_BYTES`] (32 KiB), and any image, is read only while holding
-//!   one of `max_large_bodies` [2] permits, into one buffer of its size; parsing JSON then
+//!   one of `max_large_bodies` \[2\] permits, into one buffer of its size; parsing JSON then
 //!   keeps at most `max_batch × 3,072` tensor values (12 KiB an image: tensor values go
 //!   straight into `f32`s, never through `serde_json::Value`, and values beyond a full
 //!   batch are only counted), and decoding an image takes at most
 //!   `infer::image_input::MAX_DECODE_BYTES` (160 MiB);
-//! - at most `max_connections` [256] connections are open, each holding at most a small
+//! - at most `max_connections` \[256\] connections are open, each holding at most a small
 //!   body (twice, while it is gathered: 64 KiB) and hyper's read buffer for headers
-//!   (at most 408 KiB), which must arrive within `header_timeout` [10 s].
+//!   (at most 408 KiB), which must arrive within `header_timeout` \[10 s\].
 //!
 //! So the server's memory above its idle size stays below
 //! `max_large_bodies × (max_body_bytes + max(max_batch × 24 KiB, 160 MiB)) +

@@ -14,7 +14,9 @@ use super::connection;
 use super::routes::App;
 
 /// Route templates used as metric labels (a bounded set, whatever paths clients send).
-const ROUTES: [&str; 12] = [
+const ROUTES: [&str; 14] = [
+    "/",
+    "/model-card",
     "/v2",
     "/v2/health/live",
     "/v2/health/ready",

@@ -297,7 +297,9 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::not_found("no such route; see /v2, /v2/models/{name}, /v2/models/{name}/infer, /classify, /metrics")
+    ApiError::not_found(
+        "no such route; see / (the page), /v2, /v2/models/{name}, /v2/models/{name}/infer, /classify, /metrics",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {
