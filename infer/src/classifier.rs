@@ -198,12 +198,11 @@ impl Classifier {
 }
 
 /// How many `item_len`-sized items `len` holds; an error if none or not a whole number.
-#[allow(clippy::manual_is_multiple_of)] // `is_multiple_of` is newer than our rust-version (1.85)
 fn count(len: usize, item_len: usize, what: &'static str) -> Result<usize, InferError> {
     if len == 0 {
         return Err(InferError::EmptyBatch);
     }
-    if len % item_len != 0 {
+    if !len.is_multiple_of(item_len) {
         return Err(InferError::Length { what, expected: len.div_ceil(item_len) * item_len, found: len });
     }
     Ok(len / item_len)

@@ -204,7 +204,7 @@ fn file_len(path: &Path) -> Result<u64, DataError> {
 }
 
 fn validate(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
-    if bytes.is_empty() || bytes.len() % RECORD_LEN != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD_LEN) {
         return Err(DataError::Size { path: path.into(), len: bytes.len() as u64 });
     }
     for (i, record) in bytes.chunks_exact(RECORD_LEN).enumerate() {

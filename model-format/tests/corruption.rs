@@ -153,7 +153,7 @@ fn corrupt_record_files_give_errors_not_panics() {
     };
     for _ in 0..100 {
         let cut = rng.below(bytes.len());
-        if cut % RECORD_LEN != 0 || cut == 0 {
+        if !cut.is_multiple_of(RECORD_LEN) || cut == 0 {
             let err = read(bytes[..cut].to_vec(), &format!("a cut at {cut}")).expect_err("truncated file accepted");
             assert!(err.to_string().starts_with("test_batch.bin: "), "{err}");
         }
