@@ -54,6 +54,9 @@ impl Ours {
             let out = self.towers.compute(&self.images, &self.labels, false).expect("step");
             self.towers.apply(&out.gradients, 0.1).expect("update");
             self.ema.update(self.towers.master().params(), self.step).expect("ema");
+            // The trainer reads the loss back only at log steps; here every step, as the
+            // PyTorch script's `loss.item()` does, so that both time complete steps.
+            out.total_loss.double_value(&[]);
             self.step += 1;
             if i >= WARMUP {
                 times.push(start.elapsed().as_secs_f64());

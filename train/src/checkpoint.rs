@@ -1,8 +1,10 @@
 //! Training checkpoints: one safetensors file per save, `model.ckpt-<step>.safetensors` in
 //! the train folder, holding the raw weights (`raw/<tensor>`), their moving averages
-//! (`ema/<tensor>`) and the run's state in the metadata: step, seed, batch size and the
-//! number of training examples (which, with the seed, fix the input order and every random
-//! draw still to come). Written atomically; only the newest `keep` files are kept.
+//! (`ema/<tensor>`) and the run's state in the metadata: step, seed, the number of training
+//! examples (which, with the seed and the batch, fix the input order and every random draw
+//! still to come) and the [`Schedule`] (per-tower batch, towers, learning rate and decay,
+//! moving-average decay) that a resumed run must share. Written atomically; only the newest
+//! `keep` files are kept.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,10 +12,23 @@ use std::path::{Path, PathBuf};
 use model_format::arch::{ARCHITECTURE, TENSORS};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
+use crate::config::Schedule;
 use crate::error::TrainError;
 
-/// Identifies our checkpoint files and their layout version.
-pub const CHECKPOINT_FORMAT: &str = "cifar10-train-checkpoint/v1";
+/// Identifies our checkpoint files and their layout version. Version 2 made `batch_size` the
+/// per-tower batch and added the rest of the [`Schedule`].
+pub const CHECKPOINT_FORMAT: &str = "cifar10-train-checkpoint/v2";
+/// The previous version, recognised only to explain why it is refused.
+const CHECKPOINT_FORMAT_V1: &str = "cifar10-train-checkpoint/v1";
+/// Metadata keys of the [`Schedule`], in [`Schedule::fields`] order.
+const SCHEDULE_KEYS: [&str; 6] = [
+    "batch_size_per_tower",
+    "towers",
+    "learning_rate",
+    "learning_rate_decay_factor",
+    "num_epochs_per_decay",
+    "moving_average_decay",
+];
 const PREFIX: &str = "model.ckpt-";
 const SUFFIX: &str = ".safetensors";
 
@@ -23,10 +38,10 @@ pub struct Checkpoint {
     /// Steps completed.
     pub step: u64,
     pub seed: u64,
-    pub batch_size: usize,
     /// Size of the training set the input order was drawn for.
     pub train_examples: usize,
-    pub ema_decay: f64,
+    /// The settings the run was trained with.
+    pub schedule: Schedule,
     /// Trained weights, flat, [`TENSORS`] order.
     pub raw: Vec<Vec<f32>>,
     /// Their moving averages.
@@ -62,16 +77,16 @@ impl Checkpoint {
                 Ok((name, TensorView::new(Dtype::F32, shape, bytes).map_err(|e| TrainError::Config(e.to_string()))?))
             })
             .collect::<Result<Vec<_>, TrainError>>()?;
+        let schedule = SCHEDULE_KEYS.into_iter().zip(self.schedule.fields()).map(|(key, (_, value))| (key, value));
         let metadata: HashMap<String, String> = [
             ("format", CHECKPOINT_FORMAT.to_string()),
             ("architecture", ARCHITECTURE.to_string()),
             ("step", self.step.to_string()),
             ("seed", self.seed.to_string()),
-            ("batch_size", self.batch_size.to_string()),
             ("train_examples", self.train_examples.to_string()),
-            ("ema_decay", self.ema_decay.to_string()),
         ]
         .into_iter()
+        .chain(schedule)
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         safetensors::tensor::serialize(views, Some(metadata)).map_err(|e| TrainError::Config(e.to_string()))
@@ -93,6 +108,13 @@ impl Checkpoint {
             meta.get(key).ok_or_else(|| format!("metadata field `{key}` is missing (not a cifar10-train checkpoint?)"))
         };
         let format = field("format")?;
+        if format == CHECKPOINT_FORMAT_V1 {
+            return Err(format!(
+                "format `{format}` was written before the batch size became per tower and the learning-rate and \
+                 moving-average settings were recorded; this trainer reads {CHECKPOINT_FORMAT} only (export it with the \
+                 trainer that wrote it, or start a new run)"
+            ));
+        }
         if format != CHECKPOINT_FORMAT {
             return Err(format!("format `{format}` is not {CHECKPOINT_FORMAT}"));
         }
@@ -136,16 +158,34 @@ impl Checkpoint {
                 })
                 .collect()
         };
+        let [batch, towers, rate, factor, epochs, decay] = SCHEDULE_KEYS;
         Ok(Checkpoint {
             step: integer("step")?,
             seed: integer("seed")?,
-            batch_size: integer("batch_size")? as usize,
             train_examples: integer("train_examples")? as usize,
-            ema_decay: number("ema_decay")?,
+            schedule: Schedule {
+                batch_size: integer(batch)? as usize,
+                towers: integer(towers)? as usize,
+                learning_rate: number(rate)?,
+                learning_rate_decay_factor: number(factor)?,
+                epochs_per_decay: number(epochs)?,
+                moving_average_decay: number(decay)?,
+            },
             raw: read_set("raw")?,
             ema: read_set("ema")?,
         })
     }
+}
+
+/// The step of a checkpoint file name (`model.ckpt-<step>.safetensors`), or None for any
+/// other name.
+///
+/// ```
+/// assert_eq!(train::checkpoint::step_of("model.ckpt-0000000042.safetensors"), Some(42));
+/// assert_eq!(train::checkpoint::step_of("model.safetensors"), None);
+/// ```
+pub fn step_of(file_name: &str) -> Option<u64> {
+    file_name.strip_prefix(PREFIX).and_then(|s| s.strip_suffix(SUFFIX)).and_then(|s| s.parse::<u64>().ok())
 }
 
 /// The checkpoints in `dir`, oldest first, with their steps.
@@ -159,8 +199,7 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, TrainError> {
     for entry in entries {
         let entry = entry.map_err(TrainError::io(dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let step = name.strip_prefix(PREFIX).and_then(|s| s.strip_suffix(SUFFIX)).and_then(|s| s.parse::<u64>().ok());
-        if let Some(step) = step {
+        if let Some(step) = step_of(&name) {
             found.push((step, entry.path()));
         }
     }
@@ -189,7 +228,15 @@ mod tests {
     fn sample(step: u64) -> Checkpoint {
         let raw = crate::model::initial_values(step);
         let ema = raw.iter().map(|t| t.iter().map(|v| v * 0.5).collect()).collect();
-        Checkpoint { step, seed: 7, batch_size: 16, train_examples: 100, ema_decay: 0.9999, raw, ema }
+        let schedule = crate::config::Schedule {
+            batch_size: 16,
+            towers: 3,
+            learning_rate: 0.05,
+            learning_rate_decay_factor: 0.3,
+            epochs_per_decay: 2.5,
+            moving_average_decay: 0.999,
+        };
+        Checkpoint { step, seed: 7, train_examples: 100, schedule, raw, ema }
     }
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -221,12 +268,18 @@ mod tests {
         let err = Checkpoint::load(&path).unwrap_err().to_string();
         assert!(err.contains("model.ckpt-0000000005") && err.contains("`format` is missing"), "{err}");
 
+        let find = |bytes: &[u8], text: &str| bytes.windows(text.len()).position(|w| w == text.as_bytes()).unwrap();
         let mut bytes = sample(2).to_bytes().unwrap();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let at = text.find(ARCHITECTURE).unwrap();
+        let at = find(&bytes, ARCHITECTURE);
         bytes[at + ARCHITECTURE.len() - 2] = b'9'; // "…/v1" becomes "…/91", same length
         let err = Checkpoint::from_bytes(&bytes).unwrap_err();
         assert!(err.contains("another model"), "{err}");
+
+        let mut bytes = sample(3).to_bytes().unwrap();
+        let at = find(&bytes, CHECKPOINT_FORMAT);
+        bytes[at + CHECKPOINT_FORMAT.len() - 1] = b'1'; // a v1 checkpoint
+        let err = Checkpoint::from_bytes(&bytes).unwrap_err();
+        assert!(err.contains("`cifar10-train-checkpoint/v1`") && err.contains("per tower"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

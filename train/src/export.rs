@@ -1,8 +1,9 @@
 //! Turning a checkpoint into a model-format weights file: the averaged (or raw) weights with
 //! metadata (step, moving-average decay, weights kind, dataset fingerprint, and the
-//! precision@1 measured on the test set while exporting).
+//! precision@1 measured on the test set while exporting), and the check that an output
+//! never overwrites a checkpoint or a file the export reads.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use model_format::{Metadata, Weights};
 use tch::Device;
@@ -46,7 +47,7 @@ pub fn to_weights(
     let precision = test.precision_of(&values, device)?;
     let mut metadata = Metadata {
         step: Some(checkpoint.step),
-        ema_decay: (kind == WeightsKind::Ema).then_some(checkpoint.ema_decay),
+        ema_decay: (kind == WeightsKind::Ema).then_some(checkpoint.schedule.moving_average_decay),
         weights_kind: Some(kind.as_str().into()),
         dataset_fingerprint: Some(dataset_fingerprint.into()),
         precision_at_1: Some(precision),
@@ -56,6 +57,60 @@ pub fn to_weights(
     metadata.extra.insert("source_checkpoint".into(), source.display().to_string());
     metadata.extra.insert("test_images".into(), test.len().to_string());
     Ok(Weights::new(values, metadata)?)
+}
+
+/// Refuses an `output` (given by `flag`) that would destroy or shadow what the run depends on: one of the
+/// run's checkpoints (any `model.ckpt-*.safetensors` of `train_dir`, existing or not, since a
+/// later `--resume` would take it for one), or any file in `reads` (the checkpoint being
+/// exported, another output). Paths are compared after resolving links and `..`.
+///
+/// ```
+/// use std::path::Path;
+/// let dir = std::env::temp_dir();
+/// let ckpt = dir.join(train::checkpoint::file_name(7));
+/// let err = train::export::check_output("--output", &ckpt, &dir, &[]).unwrap_err().to_string();
+/// assert!(err.contains("--output") && err.contains("checkpoint"));
+/// train::export::check_output("--output", &dir.join("model.safetensors"), &dir, &[]).unwrap();
+/// ```
+pub fn check_output(flag: &str, output: &Path, train_dir: &Path, reads: &[&Path]) -> Result<(), TrainError> {
+    let target = resolved(output);
+    let refuse = |what: String| {
+        Err(TrainError::Config(format!(
+            "{flag} {}: {what}; choose another file (outside the checkpoints' names)",
+            output.display()
+        )))
+    };
+    let in_train_dir = target.parent() == Some(resolved(train_dir).as_path());
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if in_train_dir && crate::checkpoint::step_of(&name).is_some() {
+        return refuse(format!("is a checkpoint of the run in {}", train_dir.display()));
+    }
+    for read in reads {
+        if resolved(read) == target {
+            return refuse(format!("is {}, which this export reads or writes", read.display()));
+        }
+    }
+    for (_, checkpoint) in crate::checkpoint::list(train_dir)? {
+        if resolved(&checkpoint) == target {
+            return refuse(format!("is the checkpoint {}", checkpoint.display()));
+        }
+    }
+    Ok(())
+}
+
+/// `path` with links and `..` resolved: the file itself when it exists, else its folder's
+/// resolved path joined with its name.
+fn resolved(path: &Path) -> PathBuf {
+    if let Ok(real) = path.canonicalize() {
+        return real;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+            parent.canonicalize().unwrap_or_else(|_| parent.to_path_buf()).join(name)
+        }
+        _ => path.to_path_buf(),
+    }
 }
 
 #[cfg(test)]
@@ -68,15 +123,8 @@ mod tests {
     fn exported_files_carry_the_metadata_and_load_back() {
         let raw = crate::model::initial_values(1);
         let ema = crate::model::initial_values(2);
-        let ckpt = Checkpoint {
-            step: 42,
-            seed: 1,
-            batch_size: 8,
-            train_examples: 10,
-            ema_decay: 0.9999,
-            raw: raw.clone(),
-            ema: ema.clone(),
-        };
+        let schedule = crate::config::TrainConfig::new("unused").schedule();
+        let ckpt = Checkpoint { step: 42, seed: 1, train_examples: 10, schedule, raw: raw.clone(), ema: ema.clone() };
         let bytes: Vec<u8> = (0..20u8)
             .flat_map(|l| std::iter::once(l % 10).chain((0..IMAGE_LEN).map(move |i| (i as u8).wrapping_mul(l))))
             .collect();
@@ -98,6 +146,34 @@ mod tests {
             assert!((0.0..=1.0).contains(&p) && (p * 20.0).fract() == 0.0, "{p} is a count over 20 images");
             assert_eq!(back.tensor(0), expected[0].as_slice());
         }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_output_onto_a_checkpoint_or_an_input_is_refused() {
+        let dir = std::env::temp_dir().join(format!("export-guard-{}", std::process::id()));
+        let run = dir.join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        let ckpt = run.join(crate::checkpoint::file_name(3));
+        std::fs::write(&ckpt, b"checkpoint").unwrap();
+        let other = dir.join("elsewhere.safetensors");
+        std::fs::write(&other, b"x").unwrap();
+        // the checkpoint itself, by another spelling of its path
+        let spelled = run.join("..").join("run").join(crate::checkpoint::file_name(3));
+        let err = check_output("--output", &spelled, &run, &[]).unwrap_err().to_string();
+        assert!(err.contains("--output") && err.contains("checkpoint of the run"), "{err}");
+        // a future checkpoint name in the train folder
+        assert!(check_output("--output", &run.join(crate::checkpoint::file_name(9)), &run, &[]).is_err());
+        // the file being exported (a --checkpoint outside the run) and the other output
+        let err = check_output("--output", &other, &run, &[&other]).unwrap_err().to_string();
+        assert!(err.contains("reads or writes"), "{err}");
+        // a symbolic link to a checkpoint
+        let link = dir.join("link.safetensors");
+        std::os::unix::fs::symlink(&ckpt, &link).unwrap();
+        let err = check_output("--output", &link, &run, &[]).unwrap_err().to_string();
+        assert!(err.contains("link.safetensors: is a checkpoint of the run"), "{err}");
+        check_output("--output", &run.join("model.safetensors"), &run, &[&ckpt]).unwrap();
+        assert_eq!(std::fs::read(&ckpt).unwrap(), b"checkpoint");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

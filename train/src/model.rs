@@ -229,19 +229,51 @@ mod tests {
         assert_eq!(activations[7].1.size(), [3, 64, 6, 6]);
     }
 
-    #[test]
-    fn forward_matches_a_naive_reference() {
-        // A direct loop implementation of the whole network on one image, against tch.
-        let net = Net::new(Device::Cpu, 9);
-        let weights = net.to_weights(Metadata::default()).unwrap();
-        let image: Vec<f32> =
-            (0..model_format::arch::INPUT_LEN).map(|i| ((i * 37 % 101) as f32 - 50.0) / 30.0).collect();
-        let ours = net.forward(&Tensor::from_slice(&image).view([1, 3, 24, 24]));
-        let ours = Vec::<f32>::try_from(&ours.flatten(0, -1)).unwrap();
-        let reference = model_format::reference::logits(&weights, &image);
-        for (a, b) in ours.iter().zip(&reference) {
-            assert!((f64::from(*a) - b).abs() < 1e-4, "{ours:?} vs {reference:?}");
+    /// The committed model's weights and the first `n` images of the in-repo sample,
+    /// preprocessed: a trained network's activations are large enough for LRN to matter.
+    fn bundled_weights_and_sample(n: usize) -> (Weights, Vec<f32>) {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let weights = Weights::load(format!("{root}/models/cifar10.safetensors")).unwrap();
+        let records = model_format::cifar::Records::read_file(format!("{root}/data/sample/test_batch.bin")).unwrap();
+        let mut images = vec![0f32; n * model_format::arch::INPUT_LEN];
+        for (i, image) in images.chunks_exact_mut(model_format::arch::INPUT_LEN).enumerate() {
+            model_format::preprocess::preprocess(records.image(i), image);
         }
+        (weights, images)
+    }
+
+    fn flat(t: &Tensor) -> Vec<f32> {
+        Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap()
+    }
+
+    /// ‖a − b‖ / ‖b‖ over every element.
+    fn relative_difference(a: &[f32], b: &[f64]) -> f64 {
+        let diff: f64 = a.iter().zip(b).map(|(x, y)| (f64::from(*x) - y).powi(2)).sum();
+        (diff / b.iter().map(|y| y * y).sum::<f64>()).sqrt()
+    }
+
+    #[test]
+    fn forward_matches_the_reference_where_lrn_matters() {
+        // The naive f64 forward pass of model-format against tch, on the committed model's
+        // weights, where LRN changes the logits by more than 1% (checked here: the same tch
+        // layers without the LRN steps), so a backend that dropped LRN would fail.
+        let n = 20;
+        let (weights, images) = bundled_weights_and_sample(n);
+        let net = Net::from_weights(&weights, Device::Cpu).unwrap();
+        let xs = Tensor::from_slice(&images).view([n as i64, 3, 24, 24]);
+        let ours = flat(&tch::no_grad(|| net.forward(&xs)));
+        let reference = model_format::reference::logits_batch(&weights, &images);
+        for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
+            assert!((f64::from(*a) - b).abs() <= 1e-4 * (1.0 + b.abs()), "logit {i}: tch {a} vs reference {b}");
+        }
+        let without_lrn = tch::no_grad(|| {
+            LAYERS
+                .iter()
+                .filter(|(_, layer)| !matches!(layer, arch::Layer::Lrn(_)))
+                .fold(xs.shallow_clone(), |x, (_, layer)| layers::apply(layer, &x, net.params()))
+        });
+        let lrn_effect = relative_difference(&flat(&without_lrn), &reference);
+        assert!(lrn_effect > 0.01, "LRN changes the logits by only {:.3}%", 100.0 * lrn_effect);
     }
 
     #[test]
