@@ -92,6 +92,33 @@ pub fn encode(sets: &[(&str, &[Vec<f32>])], metadata: &Fields) -> Result<Vec<u8>
 /// `read_metadata` sees the metadata first, so that a file of another kind or model is
 /// reported as such (a missing `format`, another `architecture`) rather than as a digest
 /// mismatch; its result is returned only once the tensors and the digest have been checked.
+///
+/// A training checkpoint, as `train` reads one:
+///
+/// ```
+/// use model_format::arch::ARCHITECTURE;
+/// use model_format::tensor_set::{self, expect_field, field, Fields};
+///
+/// struct State { step: u64, seed: u64, ema_decay: f64 }
+/// fn read_state(m: &Fields) -> Result<State, model_format::WeightsError> {
+///     expect_field(m, "format", "cifar10-train-checkpoint/v2")?;
+///     expect_field(m, "architecture", ARCHITECTURE)?;
+///     Ok(State { step: field(m, "step")?, seed: field(m, "seed")?, ema_decay: field(m, "ema_decay")? })
+/// }
+///
+/// let raw = model_format::init::initial_tensors(1);
+/// let fields = Fields::from([
+///     ("format".to_string(), "cifar10-train-checkpoint/v2".to_string()),
+///     ("architecture".to_string(), ARCHITECTURE.to_string()),
+///     ("step".to_string(), "500".to_string()),
+///     ("seed".to_string(), "1".to_string()),
+///     ("ema_decay".to_string(), "0.9999".to_string()),
+/// ]);
+/// let bytes = tensor_set::encode(&[("raw/", &raw), ("ema/", &raw)], &fields)?;
+/// let (sets, state) = tensor_set::decode(&bytes, &["raw/", "ema/"], read_state)?;
+/// assert_eq!((sets[1] == raw, state.step, state.seed, state.ema_decay), (true, 500, 1, 0.9999));
+/// # Ok::<(), model_format::WeightsError>(())
+/// ```
 pub fn decode<M>(
     bytes: &[u8],
     prefixes: &[&str],
