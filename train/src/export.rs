@@ -5,31 +5,12 @@
 
 use std::path::{Path, PathBuf};
 
-use model_format::{Metadata, Weights};
+use model_format::{Metadata, Weights, WeightsKind};
 use tch::Device;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::TrainError;
 use crate::evaluate::EvalSet;
-
-/// Which of a checkpoint's two weight sets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WeightsKind {
-    /// The moving average (what the tutorial evaluates and serves).
-    Ema,
-    /// The trained variables themselves.
-    Raw,
-}
-
-impl WeightsKind {
-    /// The metadata value: `"ema"` or `"raw"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WeightsKind::Ema => "ema",
-            WeightsKind::Raw => "raw",
-        }
-    }
-}
 
 /// The chosen weights of `checkpoint` (read from `source`), measured on `test`, with metadata.
 pub fn to_weights(
@@ -41,14 +22,14 @@ pub fn to_weights(
     device: Device,
 ) -> Result<Weights, TrainError> {
     let values = match kind {
-        WeightsKind::Ema => checkpoint.ema.clone(),
+        WeightsKind::Averaged => checkpoint.ema.clone(),
         WeightsKind::Raw => checkpoint.raw.clone(),
     };
     let precision = test.precision_of(&values, device)?;
     let mut metadata = Metadata {
         step: Some(checkpoint.step),
-        ema_decay: (kind == WeightsKind::Ema).then_some(checkpoint.schedule.moving_average_decay),
-        weights_kind: Some(kind.as_str().into()),
+        ema_decay: (kind == WeightsKind::Averaged).then_some(checkpoint.schedule.moving_average_decay),
+        weights_kind: Some(kind),
         dataset_fingerprint: Some(dataset_fingerprint.into()),
         precision_at_1: Some(precision),
         ..Metadata::default()
@@ -59,10 +40,10 @@ pub fn to_weights(
     Ok(Weights::new(values, metadata)?)
 }
 
-/// Refuses an `output` (given by `flag`) that would destroy or shadow what the run depends on: one of the
-/// run's checkpoints (any `model.ckpt-*.safetensors` of `train_dir`, existing or not, since a
-/// later `--resume` would take it for one), or any file in `reads` (the checkpoint being
-/// exported, another output). Paths are compared after resolving links and `..`.
+/// Refuses an `output` (given by `flag`) that would destroy or shadow what the run depends
+/// on: one of the run's checkpoints (any `model.ckpt-*.safetensors` of `train_dir`, existing
+/// or not, since a later `--resume` would take it for one), or any file in `reads` (the
+/// checkpoint being exported, another output), whatever the spelling (links, `..`).
 ///
 /// ```
 /// use std::path::Path;
@@ -73,33 +54,26 @@ pub fn to_weights(
 /// train::export::check_output("--output", &dir.join("model.safetensors"), &dir, &[]).unwrap();
 /// ```
 pub fn check_output(flag: &str, output: &Path, train_dir: &Path, reads: &[&Path]) -> Result<(), TrainError> {
+    let refuse = |what: String| Err(TrainError::Config(format!("{flag} {}: {what}", output.display())));
     let target = resolved(output);
-    let refuse = |what: String| {
-        Err(TrainError::Config(format!(
-            "{flag} {}: {what}; choose another file (outside the checkpoints' names)",
-            output.display()
-        )))
-    };
-    let in_train_dir = target.parent() == Some(resolved(train_dir).as_path());
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    if in_train_dir && crate::checkpoint::step_of(&name).is_some() {
-        return refuse(format!("is a checkpoint of the run in {}", train_dir.display()));
+    if target.parent() == Some(resolved(train_dir).as_path()) && crate::checkpoint::step_of(&name).is_some() {
+        return refuse(format!(
+            "is a checkpoint of the run in {}; choose a name outside model.ckpt-*.safetensors",
+            train_dir.display()
+        ));
     }
-    for read in reads {
-        if resolved(read) == target {
-            return refuse(format!("is {}, which this export reads or writes", read.display()));
-        }
+    let checkpoints: Vec<PathBuf> = crate::checkpoint::list(train_dir)?.into_iter().map(|(_, p)| p).collect();
+    let inputs: Vec<&Path> = reads.iter().copied().chain(checkpoints.iter().map(PathBuf::as_path)).collect();
+    match model_format::atomic::check_not_an_input(output, &inputs) {
+        Ok(()) => Ok(()),
+        Err(e) => refuse(e.to_string()),
     }
-    for (_, checkpoint) in crate::checkpoint::list(train_dir)? {
-        if resolved(&checkpoint) == target {
-            return refuse(format!("is the checkpoint {}", checkpoint.display()));
-        }
-    }
-    Ok(())
 }
 
 /// `path` with links and `..` resolved: the file itself when it exists, else its folder's
-/// resolved path joined with its name.
+/// resolved path joined with its name (for the checkpoint-name check, which also covers
+/// files not written yet).
 fn resolved(path: &Path) -> PathBuf {
     if let Ok(real) = path.canonicalize() {
         return real;
@@ -121,8 +95,8 @@ mod tests {
 
     #[test]
     fn exported_files_carry_the_metadata_and_load_back() {
-        let raw = crate::model::initial_values(1);
-        let ema = crate::model::initial_values(2);
+        let raw = model_format::init::initial_tensors(1);
+        let ema = model_format::init::initial_tensors(2);
         let schedule = crate::config::TrainConfig::new("unused").schedule();
         let ckpt = Checkpoint { step: 42, seed: 1, train_examples: 10, schedule, raw: raw.clone(), ema: ema.clone() };
         let bytes: Vec<u8> = (0..20u8)
@@ -131,17 +105,17 @@ mod tests {
         let test = EvalSet::new(&Records::from_bytes(bytes, "mem").unwrap());
         let dir = std::env::temp_dir().join(format!("export-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        for (kind, expected) in [(WeightsKind::Ema, &ema), (WeightsKind::Raw, &raw)] {
+        for (kind, expected) in [(WeightsKind::Averaged, &ema), (WeightsKind::Raw, &raw)] {
             let weights = to_weights(&ckpt, Path::new("ckpt"), kind, &test, "fnv1a64:0123", Device::Cpu).unwrap();
             let path = dir.join(format!("{}.safetensors", kind.as_str()));
             weights.save(&path).unwrap();
             let back = Weights::load(&path).unwrap();
             let m = &back.metadata;
             assert_eq!(
-                (m.step, m.weights_kind.as_deref(), m.dataset_fingerprint.as_deref()),
-                (Some(42), Some(kind.as_str()), Some("fnv1a64:0123"))
+                (m.step, m.weights_kind, m.dataset_fingerprint.as_deref()),
+                (Some(42), Some(kind), Some("fnv1a64:0123"))
             );
-            assert_eq!(m.ema_decay, (kind == WeightsKind::Ema).then_some(0.9999));
+            assert_eq!(m.ema_decay, (kind == WeightsKind::Averaged).then_some(0.9999));
             let p = m.precision_at_1.unwrap();
             assert!((0.0..=1.0).contains(&p) && (p * 20.0).fract() == 0.0, "{p} is a count over 20 images");
             assert_eq!(back.tensor(0), expected[0].as_slice());
@@ -166,7 +140,7 @@ mod tests {
         assert!(check_output("--output", &run.join(crate::checkpoint::file_name(9)), &run, &[]).is_err());
         // the file being exported (a --checkpoint outside the run) and the other output
         let err = check_output("--output", &other, &run, &[&other]).unwrap_err().to_string();
-        assert!(err.contains("reads or writes"), "{err}");
+        assert!(err.contains("is the same file as the input"), "{err}");
         // a symbolic link to a checkpoint
         let link = dir.join("link.safetensors");
         std::os::unix::fs::symlink(&ckpt, &link).unwrap();

@@ -12,7 +12,8 @@
 //! - [`checkpoint`]: resumable, atomic checkpoints;
 //! - [`summary`]: TensorBoard event files;
 //! - [`evaluate`], [`export`]: precision@1 on the test set, weights files from checkpoints;
-//! - [`seeding`]: the seeded random streams behind every random choice;
+//! - [`seeding`]: the seeded random streams behind the input order and distortions (the
+//!   initial weights come from [`model_format::init`]);
 //! - [`error`]: the error type, [`TrainError`].
 
 pub mod checkpoint;

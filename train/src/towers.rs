@@ -235,7 +235,7 @@ fn average(outputs: Vec<Result<TowerOutput, TrainError>>) -> Result<StepOutput, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::initial_values;
+    use model_format::init::initial_tensors;
 
     fn batch(n: i64) -> (Tensor, Tensor) {
         let xs = Tensor::randn([n, 3, 24, 24], (Kind::Float, Device::Cpu));
@@ -249,7 +249,7 @@ mod tests {
     fn two_towers_of_64_update_like_one_tower_of_128() {
         tch::manual_seed(0);
         let (xs, ys) = batch(128);
-        let values = initial_values(11);
+        let values = initial_tensors(11);
         let mut one = Towers::new(&values, &[Device::Cpu], 1).unwrap();
         let mut two = Towers::new(&values, &[Device::Cpu], 2).unwrap();
         let a = one.compute(&xs, &ys, false).unwrap();
@@ -276,7 +276,7 @@ mod tests {
     fn any_tower_count_takes_its_own_batches() {
         for count in [3, 5, 7] {
             let (xs, ys) = batch(2 * count as i64);
-            let mut towers = Towers::new(&initial_values(1), &[Device::Cpu], count).unwrap();
+            let mut towers = Towers::new(&initial_tensors(1), &[Device::Cpu], count).unwrap();
             let out = towers.compute(&xs, &ys, false).unwrap();
             assert!(out.total_loss.double_value(&[]).is_finite(), "{count} towers");
             let odd = count as i64 + 1;

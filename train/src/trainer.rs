@@ -23,11 +23,12 @@ use crate::ema::MovingAverage;
 use crate::error::TrainError;
 use crate::evaluate::EvalSet;
 use crate::inputs::{InputQueue, TensorBatch};
-use crate::model::{initial_values, tensors_to_values};
+use crate::model::tensors_to_values;
 use crate::progress::Progress;
 use crate::schedule::LearningRate;
 use crate::tensorboard::Board;
 use crate::towers::{StepOutput, Towers};
+use model_format::init::initial_tensors;
 
 /// Decay of the loss moving averages shown in TensorBoard (the tutorial's 0.9).
 const LOSS_AVERAGE_DECAY: f64 = 0.9;
@@ -279,7 +280,7 @@ fn start_state(config: &TrainConfig, train_examples: usize) -> Result<RunState, 
                 path.display()
             )))
         }
-        (_, None) => (0, config.seed, initial_values(config.seed), None),
+        (_, None) => (0, config.seed, initial_tensors(config.seed), None),
     };
     let towers = Towers::new(&raw, &config.devices, config.towers_per_device)?;
     let ema = match ema {
@@ -402,7 +403,7 @@ mod tests {
         let (a, b) = (final_checkpoint(&straight), final_checkpoint(&split));
         assert_eq!(a.raw, b.raw);
         assert_eq!(a.ema, b.ema);
-        assert_ne!(a.raw, initial_values(3), "training changed nothing");
+        assert_ne!(a.raw, initial_tensors(3), "training changed nothing");
         assert_ne!(a.ema, a.raw, "the average lags the weights");
         // The same seed again gives the same bits as the first 50 steps of the split run.
         let again = temp_dir("again");

@@ -17,11 +17,12 @@ use std::time::Duration;
 use argh::FromArgs;
 use model_format::cifar::Dataset;
 use model_format::Weights;
+use model_format::WeightsKind;
 use tch::Device;
 use train::checkpoint::{self, Checkpoint};
 use train::config::{self, TrainConfig};
 use train::evaluate::EvalSet;
-use train::export::{self, WeightsKind};
+use train::export;
 use train::trainer;
 use train::{towers, TrainError};
 
@@ -271,9 +272,9 @@ fn load(path: &Path, raw: bool) -> Result<Loaded, TrainError> {
             Ok(weights) => Ok(Loaded {
                 values: weights.iter().map(|(_, d)| d.to_vec()).collect(),
                 step: weights.metadata.step.unwrap_or(0),
-                kind: match weights.metadata.weights_kind.as_deref() {
-                    Some("raw") => "raw".into(),
-                    Some(_) => "averaged".into(),
+                kind: match weights.metadata.weights_kind {
+                    Some(WeightsKind::Raw) => "raw".into(),
+                    Some(WeightsKind::Averaged) => "averaged".into(),
                     None => "unlabelled".into(),
                 },
                 source: path.into(),
@@ -376,7 +377,7 @@ fn run_export(args: ExportArgs) -> Result<(), TrainError> {
     let checkpoint = Checkpoint::load(&path)?;
     let fingerprint = dataset.fingerprint()?;
     let test = EvalSet::new(&dataset.test()?);
-    let mut outputs = vec![(WeightsKind::Ema, args.output.clone())];
+    let mut outputs = vec![(WeightsKind::Averaged, args.output.clone())];
     if let Some(raw) = &args.raw_output {
         outputs.push((WeightsKind::Raw, raw.clone()));
     }
