@@ -63,6 +63,10 @@ pub fn check_output(flag: &str, output: &Path, train_dir: &Path, reads: &[&Path]
             train_dir.display()
         ));
     }
+    // The same-file check below needs files that exist; another output may not exist yet.
+    if let Some(read) = reads.iter().find(|read| resolved(read) == target) {
+        return refuse(format!("is the same path as {}, which this export reads or writes", read.display()));
+    }
     let checkpoints: Vec<PathBuf> = crate::checkpoint::list(train_dir)?.into_iter().map(|(_, p)| p).collect();
     let inputs: Vec<&Path> = reads.iter().copied().chain(checkpoints.iter().map(PathBuf::as_path)).collect();
     match model_format::atomic::check_not_an_input(output, &inputs) {
@@ -140,7 +144,16 @@ mod tests {
         assert!(check_output("--output", &run.join(crate::checkpoint::file_name(9)), &run, &[]).is_err());
         // the file being exported (a --checkpoint outside the run) and the other output
         let err = check_output("--output", &other, &run, &[&other]).unwrap_err().to_string();
+        assert!(err.contains("which this export reads or writes"), "{err}");
+        let hard_link = dir.join("hard.safetensors");
+        std::fs::hard_link(&other, &hard_link).unwrap();
+        let err = check_output("--output", &hard_link, &run, &[&other]).unwrap_err().to_string();
         assert!(err.contains("is the same file as the input"), "{err}");
+        let not_yet = dir.join("new.safetensors");
+        assert!(check_output("--raw-output", &not_yet, &run, &[&not_yet])
+            .unwrap_err()
+            .to_string()
+            .contains("same path"));
         // a symbolic link to a checkpoint
         let link = dir.join("link.safetensors");
         std::os::unix::fs::symlink(&ckpt, &link).unwrap();
