@@ -10,9 +10,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use model_format::arch::{INPUT_CHANNELS, INPUT_SIZE};
+use model_format::init::initial_tensors;
 use tch::{Device, Kind, Tensor};
 use train::ema::MovingAverage;
-use train::model::initial_values;
 use train::towers::Towers;
 
 const BATCH: i64 = 128;
@@ -41,7 +41,7 @@ impl Ours {
             (Kind::Float, Device::Cpu),
         );
         let labels = Tensor::randint(10, [BATCH], (Kind::Int64, Device::Cpu));
-        let towers = Towers::new(&initial_values(0), &[Device::Cpu], 1).expect("cpu tower");
+        let towers = Towers::new(&initial_tensors(0), &[Device::Cpu], 1).expect("cpu tower");
         let ema = MovingAverage::new(towers.master().params(), 0.9999);
         Ours { images, labels, towers, ema, step: 0 }
     }
@@ -54,6 +54,9 @@ impl Ours {
             let out = self.towers.compute(&self.images, &self.labels, false).expect("step");
             self.towers.apply(&out.gradients, 0.1).expect("update");
             self.ema.update(self.towers.master().params(), self.step).expect("ema");
+            // The trainer reads the loss back only at log steps; here every step, as the
+            // PyTorch script's `loss.item()` does, so that both time complete steps.
+            out.total_loss.double_value(&[]);
             self.step += 1;
             if i >= WARMUP {
                 times.push(start.elapsed().as_secs_f64());

@@ -3,11 +3,15 @@
 //! same seed gives the same bits.
 //!
 //! Training data: the five training files when the data folder is found, else the in-repo
-//! sample itself (then the floor is a check that the model fits what it saw).
+//! sample itself (then the floor is a check that the model fits what it saw, and a line in
+//! the test output says so).
+
+mod bundled_support;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use bundled_support::{sample, shown};
 use model_format::cifar::{Dataset, Records};
 use tch::Device;
 use train::checkpoint::Checkpoint;
@@ -19,15 +23,11 @@ const SEED: u64 = 7;
 /// Precision@1 on the 1,000-image sample that 300 steps must beat: three times chance.
 const FLOOR: f64 = 0.30;
 
-fn sample() -> Records {
-    Records::read_file(concat!(env!("CARGO_MANIFEST_DIR"), "/data/sample/test_batch.bin")).unwrap()
-}
-
 fn training_records() -> Records {
     match Dataset::locate(None).and_then(|d| d.train()) {
         Ok(records) => records,
         Err(e) => {
-            eprintln!("training files unavailable ({e}); training on data/sample");
+            shown(&format!("short_training: training files unavailable ({e}); training on data/sample instead"));
             sample()
         }
     }

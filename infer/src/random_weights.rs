@@ -2,9 +2,15 @@
 //! that have no trained model. The same seed gives the same bits on every machine.
 
 use model_format::arch::{Init, TENSORS};
-use model_format::{Metadata, Weights};
+use model_format::{init, Metadata, Weights};
 
-/// Weights following each tensor's [`Init`] (truncated normal or constant), from `seed`.
+/// Standard deviation of the seeded nudge added to constant-initialised biases.
+const NUDGE_STD: f32 = 0.01;
+/// The nudges draw from streams of their own, above the tensors' (see [`init::truncated_normal`]).
+const NUDGE_STREAMS: u64 = 1 << 32;
+
+/// Weights following each tensor's [`Init`] ([`init::initial_tensors`]: truncated normal or
+/// constant), from `seed`.
 ///
 /// Constant-initialised biases are nudged by a small seeded amount so that every tensor
 /// matters in a comparison between engines.
@@ -15,44 +21,31 @@ use model_format::{Metadata, Weights};
 /// assert_ne!(a, infer::random_weights(4));
 /// ```
 pub fn random_weights(seed: u64) -> Weights {
-    let mut rng = SplitMix64(seed ^ 0x5DEE_CE66_D1CE_4E5B);
-    let tensors = TENSORS
-        .iter()
-        .map(|spec| {
-            (0..spec.len())
-                .map(|_| match spec.init {
-                    Init::TruncatedNormal { std } => std * rng.truncated_normal(),
-                    Init::Constant(value) => value + 0.01 * rng.truncated_normal(),
-                })
-                .collect()
-        })
-        .collect();
+    let mut tensors = init::initial_tensors(seed);
+    for (id, (spec, values)) in TENSORS.iter().zip(&mut tensors).enumerate() {
+        if let Init::Constant(_) = spec.init {
+            let nudges = init::truncated_normal(seed, NUDGE_STREAMS + id as u64, values.len(), NUDGE_STD);
+            values.iter_mut().zip(nudges).for_each(|(v, nudge)| *v += nudge);
+        }
+    }
     Weights::new(tensors, Metadata::default()).expect("generated tensors have the declared shapes")
 }
 
-/// Sebastiano Vigna's SplitMix64: tiny, seedable, good enough for initialisation.
-struct SplitMix64(u64);
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal resampled beyond two deviations (Box–Muller).
-    fn truncated_normal(&mut self) -> f32 {
-        loop {
-            let z = (-2.0 * self.unit().ln()).sqrt() * (std::f64::consts::TAU * self.unit()).cos();
-            if z.abs() <= 2.0 {
-                return z as f32;
+    #[test]
+    fn weights_follow_the_shared_initializer_and_biases_are_nudged() {
+        let weights = random_weights(2);
+        let initial = init::initial_tensors(2);
+        for ((spec, values), initial) in weights.iter().zip(&initial) {
+            match spec.init {
+                Init::TruncatedNormal { .. } => assert_eq!(values, initial.as_slice(), "{}", spec.name),
+                Init::Constant(c) => {
+                    assert!(values.iter().all(|v| (v - c).abs() <= 2.0 * NUDGE_STD), "{}", spec.name);
+                    assert!(values.iter().any(|&v| v != c), "{} was not nudged", spec.name);
+                }
             }
         }
     }

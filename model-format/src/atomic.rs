@@ -1,16 +1,32 @@
-//! Atomic file replacement: write beside the destination, flush to disk, then rename, so that
-//! a crash leaves either the old file or the new one, never a half-written one.
+//! Safe outputs, for every file the project writes:
+//!
+//! - atomic replacement ([`replace_with`], [`write_file`]): write beside the destination,
+//!   flush to disk, then rename, so that a crash leaves either the old file or the new one;
+//! - only regular files are replaced: a folder, a device node (`/dev/null`), a FIFO or a
+//!   socket at the destination is refused, not silently swapped for a file;
+//! - [`check_not_an_input`]: refuses an output path that is the same file as an input;
+//! - temporary files left by a killed write are removed by the next write into the same
+//!   folder (see [`replace_with`] for the rule).
 
-use std::fs::{self, File};
+use std::fs::{self, File, FileType};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Distinguishes concurrent writes of the same destination from one process.
 static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
 
+/// A temporary file whose writer is known to be gone is removed once it has not been
+/// modified for this long. The wait covers a writer this machine cannot see (another
+/// container or host sharing the folder): no write of ours pauses for minutes.
+pub const STALE_AFTER: Duration = Duration::from_secs(10 * 60);
+/// Where a writer's liveness cannot be checked (no `/proc`), a temporary file is removed
+/// only once it has not been modified for this long.
+pub const STALE_AFTER_UNKNOWN_WRITER: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// A fresh temporary path for writing `dest`: same folder (so the rename stays on one file
-/// system), name prefixed with `.`, suffixed with the process id, a per-process counter and `.tmp`.
+/// system), named `.<file name>.<process id>.<per-process counter>.tmp`.
 pub fn temp_path_for(dest: &Path) -> PathBuf {
     let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let n = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
@@ -19,7 +35,15 @@ pub fn temp_path_for(dest: &Path) -> PathBuf {
 
 /// Runs `write` on a temporary path beside `dest`, then renames the result over `dest`.
 /// On any error the temporary file is removed and `dest` is left untouched.
+///
+/// Refuses a `dest` that exists and is not a regular file (following symbolic links), see
+/// [`check_replaceable`]. Before writing, removes stale temporary files of ours in the
+/// folder: names exactly as [`temp_path_for`] makes them, regular files, whose writing
+/// process is gone (no `/proc/<pid>`; never our own) and which were not modified for
+/// [`STALE_AFTER`] ([`STALE_AFTER_UNKNOWN_WRITER`] where `/proc` is missing).
 pub fn replace_with<E: From<io::Error>>(dest: &Path, write: impl FnOnce(&Path) -> Result<(), E>) -> Result<(), E> {
+    check_replaceable(dest)?;
+    remove_stale_temps(dest);
     let tmp = temp_path_for(dest);
     let result = write(&tmp).and_then(|()| {
         File::open(&tmp)?.sync_all()?;
@@ -33,15 +57,6 @@ pub fn replace_with<E: From<io::Error>>(dest: &Path, write: impl FnOnce(&Path) -
     result
 }
 
-/// Flushes the folder entry of the rename, so that it survives a power cut. Best effort:
-/// some file systems cannot sync a folder, and the data itself is already on disk.
-fn sync_parent(dest: &Path) {
-    let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if let Ok(dir) = File::open(parent) {
-        let _ = dir.sync_all();
-    }
-}
-
 /// Writes `bytes` to `dest` atomically (see [`replace_with`]).
 ///
 /// ```
@@ -50,6 +65,9 @@ fn sync_parent(dest: &Path) {
 /// let path = dir.join("hello.txt");
 /// model_format::atomic::write_file(&path, b"hello").unwrap();
 /// assert_eq!(std::fs::read(&path).unwrap(), b"hello");
+/// // A folder (or a device, or a FIFO) is never replaced:
+/// let err = model_format::atomic::write_file(&dir, b"hello").unwrap_err();
+/// assert_eq!(err.to_string(), "is a folder, not a regular file: refusing to replace it");
 /// # std::fs::remove_dir_all(&dir).unwrap();
 /// ```
 pub fn write_file(dest: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -58,6 +76,148 @@ pub fn write_file(dest: &Path, bytes: &[u8]) -> io::Result<()> {
         file.write_all(bytes)?;
         file.sync_all()
     })
+}
+
+/// Ok when `dest` does not exist or is a regular file (or a link to one); an error of kind
+/// `InvalidInput` saying what it is otherwise. The message does not repeat the path: callers
+/// wrap I/O errors with it.
+pub fn check_replaceable(dest: &Path) -> io::Result<()> {
+    match fs::metadata(dest) {
+        Ok(meta) if !meta.is_file() => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("is {}, not a regular file: refusing to replace it", kind_of(&meta.file_type())),
+        )),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses an `output` that is the same file as one of `inputs` (same device and inode,
+/// whatever the spelling: `./m.onnx`, a link, `dir/../m.onnx`), naming both: writing it
+/// would destroy an input. An output that does not exist yet is never an input.
+///
+/// ```
+/// use std::path::Path;
+/// use model_format::atomic::check_not_an_input;
+/// let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+/// let input = here.join("Cargo.toml");
+/// let err = check_not_an_input(&here.join("src/../Cargo.toml"), &[&input]).unwrap_err();
+/// assert!(err.to_string().contains("is the same file as the input"), "{err}");
+/// assert!(check_not_an_input(&here.join("new-output.onnx"), &[&input]).is_ok());
+/// ```
+pub fn check_not_an_input(output: &Path, inputs: &[&Path]) -> io::Result<()> {
+    let out = match fs::metadata(output) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", output.display()))),
+    };
+    for input in inputs {
+        if fs::metadata(input).is_ok_and(|meta| same_file(&out, &meta, output, input)) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "output {} is the same file as the input {}: writing it would destroy the input; choose another output path",
+                    output.display(),
+                    input.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn same_file(a: &fs::Metadata, b: &fs::Metadata, _: &Path, _: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &fs::Metadata, _: &fs::Metadata, a: &Path, b: &Path) -> bool {
+    matches!((fs::canonicalize(a), fs::canonicalize(b)), (Ok(a), Ok(b)) if a == b)
+}
+
+/// What a file type is, in words, for error messages: "a folder", "a FIFO", ….
+pub fn kind_of(file_type: &FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return "a FIFO";
+        } else if file_type.is_char_device() {
+            return "a character device";
+        } else if file_type.is_block_device() {
+            return "a block device";
+        } else if file_type.is_socket() {
+            return "a socket";
+        }
+    }
+    if file_type.is_dir() {
+        "a folder"
+    } else if file_type.is_symlink() {
+        "a symbolic link"
+    } else if file_type.is_file() {
+        "a regular file"
+    } else {
+        "a special file"
+    }
+}
+
+/// Flushes the folder entry of the rename, so that it survives a power cut. Best effort:
+/// some file systems cannot sync a folder, and the data itself is already on disk.
+fn sync_parent(dest: &Path) {
+    if let Ok(dir) = File::open(parent_of(dest)) {
+        let _ = dir.sync_all();
+    }
+}
+
+fn parent_of(dest: &Path) -> &Path {
+    dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// Removes the stale temporary files of ours in `dest`'s folder (rule: [`replace_with`]).
+/// Best effort: a file that cannot be removed is left for the next write.
+fn remove_stale_temps(dest: &Path) {
+    let Ok(entries) = fs::read_dir(parent_of(dest)) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(writer) = name.to_str().and_then(temp_writer) else { continue };
+        if is_stale(&entry.path(), writer) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The writer's process id, when `file_name` is exactly of [`temp_path_for`]'s form
+/// `.<name>.<pid>.<counter>.tmp`.
+fn temp_writer(file_name: &str) -> Option<u32> {
+    let inner = file_name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut parts = inner.rsplitn(3, '.');
+    let (counter, pid, name) = (parts.next()?, parts.next()?, parts.next()?);
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if name.is_empty() || !digits(counter) || !digits(pid) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+fn is_stale(path: &Path, writer: u32) -> bool {
+    let Ok(meta) = fs::symlink_metadata(path) else { return false };
+    let Some(age) = meta.modified().ok().and_then(|t| t.elapsed().ok()) else { return false };
+    if !meta.file_type().is_file() || writer == std::process::id() {
+        return false;
+    }
+    match process_alive(writer) {
+        Some(true) => false,
+        Some(false) => age >= STALE_AFTER,
+        None => age >= STALE_AFTER_UNKNOWN_WRITER,
+    }
+}
+
+/// Whether process `pid` runs on this machine, where `/proc` says; `None` without `/proc`.
+fn process_alive(pid: u32) -> Option<bool> {
+    let proc = Path::new("/proc");
+    proc.join("self").exists().then(|| proc.join(pid.to_string()).exists())
 }
 
 #[cfg(test)]
@@ -79,5 +239,22 @@ mod tests {
         let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["model.safetensors"], "a temporary file was left behind");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_names_of_temp_path_for_s_form_are_temporaries() {
+        let ours = temp_path_for(Path::new("dir/model.v1.safetensors"));
+        let name = ours.file_name().unwrap().to_str().unwrap();
+        assert_eq!(temp_writer(name), Some(std::process::id()));
+        for other in [".model.tmp", "model.1.2.tmp", ".model.x.2.tmp", "..1.2.tmp", ".model.1.2.tmpx", ".m.1.-2.tmp"] {
+            assert_eq!(temp_writer(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn this_process_is_alive_and_an_impossible_pid_is_not() {
+        assert_eq!(process_alive(std::process::id()), Some(true));
+        // Linux caps process ids at 2^22.
+        assert_eq!(process_alive(u32::MAX), Some(false));
     }
 }

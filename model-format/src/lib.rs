@@ -3,9 +3,13 @@
 //! - [`arch`]: the model's tensors, layers and hyperparameters, written once;
 //! - [`preprocess`]: the evaluation input (central crop, per-image standardisation);
 //! - [`weights`]: the safetensors weights file, validated, with metadata;
+//! - [`tensor_set`]: the codec behind weights files and training checkpoints (named tensor
+//!   sets, metadata, digest, bounded reads), with [`WeightsError`] naming what is wrong;
+//! - [`init`]: the tutorial's seeded initialisation, bit-identical on every machine;
 //! - [`cifar`]: the CIFAR-10 binary record reader;
 //! - `reference` (feature `reference`): the naive f64 forward pass every backend is tested against;
-//! - [`atomic`]: crash-safe file replacement;
+//! - [`atomic`]: safe outputs: crash-safe replacement of regular files only, no output
+//!   over an input, stale temporary files removed;
 //! - [`digest`]: the hash behind the weights digest and the dataset fingerprint.
 //!
 //! ```
@@ -16,12 +20,16 @@ pub mod arch;
 pub mod atomic;
 pub mod cifar;
 pub mod digest;
+mod error;
+pub mod init;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 pub mod preprocess;
 #[cfg(feature = "reference")]
 pub mod reference;
+pub mod tensor_set;
 pub mod weights;
 
 pub use arch::{CLASS_NAMES, LAYERS, NUM_CLASSES, PARAM_COUNT, TENSORS};
-pub use weights::{Metadata, Weights, WeightsError};
+pub use error::WeightsError;
+pub use weights::{Metadata, Weights, WeightsKind};

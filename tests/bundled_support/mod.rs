@@ -1,6 +1,7 @@
-//! Shared by `tests/bundled_model.rs` and `examples/bundle_model.rs`: the logits of every
-//! backend on a set of test records, the counts the manifest records, and the check that a
-//! manifest belongs to a model.
+//! Shared by `tests/bundled_model.rs`, `tests/engine_vs_tch.rs`, `tests/short_training.rs`
+//! and `examples/bundle_model.rs`: the logits of every backend on a set of test records, the
+//! counts the manifest records, the check that a manifest belongs to a model, and the notices
+//! a test prints when it falls back to other data.
 
 #![allow(dead_code)]
 
@@ -29,6 +30,25 @@ pub const SAMPLE: &str = "data/sample/test_batch.bin";
 
 pub fn repo_path(relative: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// Writes `line` where `cargo test` shows it, also for a test that passes: libtest captures
+/// what the `print!`/`eprint!` macros write, but not writes to the stderr handle itself, so
+/// the line appears in the test command's output without `--nocapture`.
+pub fn shown(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// True under CI (`CI=true`, as GitHub Actions and most CI services set it): there, data
+/// that is missing or unknown fails a test instead of narrowing it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// The in-repo sample of the test set.
+pub fn sample() -> Records {
+    Records::read_file(repo_path(SAMPLE)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Every record preprocessed for evaluation, back to back.

@@ -1,19 +1,37 @@
-//! Training checkpoints: one safetensors file per save, `model.ckpt-<step>.safetensors` in
-//! the train folder, holding the raw weights (`raw/<tensor>`), their moving averages
-//! (`ema/<tensor>`) and the run's state in the metadata: step, seed, batch size and the
-//! number of training examples (which, with the seed, fix the input order and every random
-//! draw still to come). Written atomically; only the newest `keep` files are kept.
+//! Training checkpoints: one file per save, `model.ckpt-<step>.safetensors` in the train
+//! folder, written with model-format's tensor-set codec ([`model_format::tensor_set`]): the
+//! raw weights (`raw/<tensor>`), their moving averages (`ema/<tensor>`) and the run's state in
+//! the metadata: step, seed, the number of training examples (which, with the seed and the
+//! batch, fix the input order and every random draw still to come) and the [`Schedule`]
+//! (per-tower batch, towers, learning rate and decay, moving-average decay) that a resumed
+//! run must share. The codec's digest covers every tensor and metadata field, and reading
+//! refuses non-finite values. Written atomically; only the newest `keep` files are kept.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use model_format::arch::{ARCHITECTURE, TENSORS};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use model_format::arch::ARCHITECTURE;
+use model_format::tensor_set::{self, expect_field, field, Fields};
+use model_format::WeightsError;
 
+use crate::config::Schedule;
 use crate::error::TrainError;
 
-/// Identifies our checkpoint files and their layout version.
-pub const CHECKPOINT_FORMAT: &str = "cifar10-train-checkpoint/v1";
+/// Identifies our checkpoint files and their layout version. Version 2 made `batch_size` the
+/// per-tower batch, added the rest of the [`Schedule`] and the codec's digest.
+pub const CHECKPOINT_FORMAT: &str = "cifar10-train-checkpoint/v2";
+/// The previous version, recognised only to explain why it is refused.
+const CHECKPOINT_FORMAT_V1: &str = "cifar10-train-checkpoint/v1";
+/// The two weight sets of a checkpoint, by name prefix.
+const SETS: [&str; 2] = ["raw/", "ema/"];
+/// Metadata keys of the [`Schedule`], in [`Schedule::fields`] order.
+const SCHEDULE_KEYS: [&str; 6] = [
+    "batch_size_per_tower",
+    "towers",
+    "learning_rate",
+    "learning_rate_decay_factor",
+    "num_epochs_per_decay",
+    "moving_average_decay",
+];
 const PREFIX: &str = "model.ckpt-";
 const SUFFIX: &str = ".safetensors";
 
@@ -23,14 +41,22 @@ pub struct Checkpoint {
     /// Steps completed.
     pub step: u64,
     pub seed: u64,
-    pub batch_size: usize,
     /// Size of the training set the input order was drawn for.
     pub train_examples: usize,
-    pub ema_decay: f64,
-    /// Trained weights, flat, [`TENSORS`] order.
+    /// The settings the run was trained with.
+    pub schedule: Schedule,
+    /// Trained weights, flat, [`model_format::TENSORS`] order.
     pub raw: Vec<Vec<f32>>,
     /// Their moving averages.
     pub ema: Vec<Vec<f32>>,
+}
+
+/// The metadata part of a checkpoint.
+struct State {
+    step: u64,
+    seed: u64,
+    train_examples: usize,
+    schedule: Schedule,
 }
 
 /// The file name for a checkpoint at `step`.
@@ -43,109 +69,97 @@ impl Checkpoint {
     /// newest `keep` checkpoints. Returns the path written.
     pub fn save(&self, dir: &Path, keep: usize) -> Result<PathBuf, TrainError> {
         let path = dir.join(file_name(self.step));
-        let bytes = self.to_bytes()?;
+        let bytes = self.to_bytes().map_err(|e| problem(&path, e))?;
         model_format::atomic::write_file(&path, &bytes).map_err(TrainError::io(&path))?;
         prune(dir, keep.max(1))?;
         Ok(path)
     }
 
-    fn to_bytes(&self) -> Result<Vec<u8>, TrainError> {
-        let raw_bytes: Vec<Vec<u8>> =
-            self.raw.iter().chain(&self.ema).map(|t| t.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
-        let names =
-            TENSORS.iter().map(|t| format!("raw/{}", t.name)).chain(TENSORS.iter().map(|t| format!("ema/{}", t.name)));
-        let shapes = TENSORS.iter().chain(TENSORS.iter()).map(|t| t.shape.to_vec());
-        let views = names
-            .zip(shapes)
-            .zip(&raw_bytes)
-            .map(|((name, shape), bytes)| {
-                Ok((name, TensorView::new(Dtype::F32, shape, bytes).map_err(|e| TrainError::Config(e.to_string()))?))
-            })
-            .collect::<Result<Vec<_>, TrainError>>()?;
-        let metadata: HashMap<String, String> = [
+    fn to_bytes(&self) -> Result<Vec<u8>, WeightsError> {
+        let schedule = SCHEDULE_KEYS.into_iter().zip(self.schedule.fields()).map(|(key, (_, value))| (key, value));
+        let metadata: Fields = [
             ("format", CHECKPOINT_FORMAT.to_string()),
             ("architecture", ARCHITECTURE.to_string()),
             ("step", self.step.to_string()),
             ("seed", self.seed.to_string()),
-            ("batch_size", self.batch_size.to_string()),
             ("train_examples", self.train_examples.to_string()),
-            ("ema_decay", self.ema_decay.to_string()),
         ]
         .into_iter()
+        .chain(schedule)
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        safetensors::tensor::serialize(views, Some(metadata)).map_err(|e| TrainError::Config(e.to_string()))
+        tensor_set::encode(&[(SETS[0], &self.raw), (SETS[1], &self.ema)], &metadata)
     }
 
-    /// Reads and validates a checkpoint; a file of another model or format is refused with
-    /// the field or tensor at fault.
+    /// Reads and validates a checkpoint; a file of another model or format, a changed byte or
+    /// a non-finite value is refused with the field or tensor at fault.
     pub fn load(path: &Path) -> Result<Checkpoint, TrainError> {
-        let bytes = std::fs::read(path).map_err(TrainError::io(path))?;
-        Self::from_bytes(&bytes).map_err(|problem| TrainError::Checkpoint { path: path.into(), problem })
+        let bytes = tensor_set::read_file(path).map_err(|e| match e {
+            WeightsError::Io { source, .. } => TrainError::Io { path: path.into(), source },
+            other => problem(path, other),
+        })?;
+        Self::from_bytes(&bytes).map_err(|e| problem(path, e))
     }
 
-    fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, String> {
-        let file = SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
-        let empty = HashMap::new();
-        let meta = header.metadata().as_ref().unwrap_or(&empty);
-        let field = |key: &str| {
-            meta.get(key).ok_or_else(|| format!("metadata field `{key}` is missing (not a cifar10-train checkpoint?)"))
-        };
-        let format = field("format")?;
-        if format != CHECKPOINT_FORMAT {
-            return Err(format!("format `{format}` is not {CHECKPOINT_FORMAT}"));
-        }
-        let architecture = field("architecture")?;
-        if architecture != ARCHITECTURE {
-            return Err(format!(
-                "architecture `{architecture}` is not {ARCHITECTURE}: this checkpoint belongs to another model"
-            ));
-        }
-        let number = |key: &str| -> Result<f64, String> {
-            let text = field(key)?;
-            text.parse::<f64>().map_err(|_| format!("metadata field `{key}`: `{text}` is not a number"))
-        };
-        let integer = |key: &str| -> Result<u64, String> {
-            let text = field(key)?;
-            text.parse::<u64>().map_err(|_| format!("metadata field `{key}`: `{text}` is not a whole number"))
-        };
-        for name in file.names() {
-            let known = name.split_once('/').is_some_and(|(kind, t)| {
-                (kind == "raw" || kind == "ema") && model_format::arch::tensor_id(t).is_some()
-            });
-            if !known {
-                return Err(format!("unexpected tensor `{name}` (not part of {ARCHITECTURE})"));
-            }
-        }
-        let read_set = |kind: &str| -> Result<Vec<Vec<f32>>, String> {
-            TENSORS
-                .iter()
-                .map(|spec| {
-                    let name = format!("{kind}/{}", spec.name);
-                    let view = file.tensor(&name).map_err(|_| format!("tensor `{name}` is missing"))?;
-                    if view.dtype() != Dtype::F32 || view.shape() != spec.shape {
-                        return Err(format!(
-                            "tensor `{name}` is {:?} {:?}, expected F32 {:?}",
-                            view.dtype(),
-                            view.shape(),
-                            spec.shape
-                        ));
-                    }
-                    Ok(view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
-                })
-                .collect()
-        };
-        Ok(Checkpoint {
-            step: integer("step")?,
-            seed: integer("seed")?,
-            batch_size: integer("batch_size")? as usize,
-            train_examples: integer("train_examples")? as usize,
-            ema_decay: number("ema_decay")?,
-            raw: read_set("raw")?,
-            ema: read_set("ema")?,
-        })
+    fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, WeightsError> {
+        let (mut sets, state) = tensor_set::decode(bytes, &SETS, read_state)?;
+        let (ema, raw) = (sets.pop().expect("two sets"), sets.pop().expect("two sets"));
+        let State { step, seed, train_examples, schedule } = state;
+        Ok(Checkpoint { step, seed, train_examples, schedule, raw, ema })
     }
+}
+
+fn problem(path: &Path, error: WeightsError) -> TrainError {
+    TrainError::Checkpoint { path: path.into(), problem: error.to_string() }
+}
+
+fn read_state(m: &Fields) -> Result<State, WeightsError> {
+    let refuse = |field, problem| Err(WeightsError::Metadata { field, problem });
+    match m.get("format").map(String::as_str) {
+        Some(CHECKPOINT_FORMAT_V1) => {
+            return refuse(
+                "format",
+                format!(
+                    "`{CHECKPOINT_FORMAT_V1}` was written before the batch size became per tower and the learning-rate \
+                     and moving-average settings were recorded; this trainer reads {CHECKPOINT_FORMAT} only (export it \
+                     with the trainer that wrote it, or start a new run)"
+                ),
+            )
+        }
+        _ => expect_field(m, "format", CHECKPOINT_FORMAT)?,
+    }
+    if let Some(other) = m.get("architecture").filter(|a| *a != ARCHITECTURE) {
+        return refuse(
+            "architecture",
+            format!("`{other}` is not {ARCHITECTURE}: this checkpoint belongs to another model"),
+        );
+    }
+    expect_field(m, "architecture", ARCHITECTURE)?;
+    let [batch, towers, rate, factor, epochs, decay] = SCHEDULE_KEYS;
+    Ok(State {
+        step: field(m, "step")?,
+        seed: field(m, "seed")?,
+        train_examples: field(m, "train_examples")?,
+        schedule: Schedule {
+            batch_size: field(m, batch)?,
+            towers: field(m, towers)?,
+            learning_rate: field(m, rate)?,
+            learning_rate_decay_factor: field(m, factor)?,
+            epochs_per_decay: field(m, epochs)?,
+            moving_average_decay: field(m, decay)?,
+        },
+    })
+}
+
+/// The step of a checkpoint file name (`model.ckpt-<step>.safetensors`), or None for any
+/// other name.
+///
+/// ```
+/// assert_eq!(train::checkpoint::step_of("model.ckpt-0000000042.safetensors"), Some(42));
+/// assert_eq!(train::checkpoint::step_of("model.safetensors"), None);
+/// ```
+pub fn step_of(file_name: &str) -> Option<u64> {
+    file_name.strip_prefix(PREFIX).and_then(|s| s.strip_suffix(SUFFIX)).and_then(|s| s.parse::<u64>().ok())
 }
 
 /// The checkpoints in `dir`, oldest first, with their steps.
@@ -159,8 +173,7 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, TrainError> {
     for entry in entries {
         let entry = entry.map_err(TrainError::io(dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let step = name.strip_prefix(PREFIX).and_then(|s| s.strip_suffix(SUFFIX)).and_then(|s| s.parse::<u64>().ok());
-        if let Some(step) = step {
+        if let Some(step) = step_of(&name) {
             found.push((step, entry.path()));
         }
     }
@@ -187,9 +200,17 @@ mod tests {
     use super::*;
 
     fn sample(step: u64) -> Checkpoint {
-        let raw = crate::model::initial_values(step);
+        let raw = model_format::init::initial_tensors(step);
         let ema = raw.iter().map(|t| t.iter().map(|v| v * 0.5).collect()).collect();
-        Checkpoint { step, seed: 7, batch_size: 16, train_examples: 100, ema_decay: 0.9999, raw, ema }
+        let schedule = crate::config::Schedule {
+            batch_size: 16,
+            towers: 3,
+            learning_rate: 0.05,
+            learning_rate_decay_factor: 0.3,
+            epochs_per_decay: 2.5,
+            moving_average_decay: 0.999,
+        };
+        Checkpoint { step, seed: 7, train_examples: 100, schedule, raw, ema }
     }
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -219,14 +240,35 @@ mod tests {
         let path = dir.join(file_name(5));
         weights.save(&path).unwrap();
         let err = Checkpoint::load(&path).unwrap_err().to_string();
-        assert!(err.contains("model.ckpt-0000000005") && err.contains("`format` is missing"), "{err}");
+        assert!(err.contains("model.ckpt-0000000005") && err.contains("`format`: missing"), "{err}");
 
+        let find = |bytes: &[u8], text: &str| bytes.windows(text.len()).position(|w| w == text.as_bytes()).unwrap();
         let mut bytes = sample(2).to_bytes().unwrap();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let at = text.find(ARCHITECTURE).unwrap();
+        let at = find(&bytes, ARCHITECTURE);
         bytes[at + ARCHITECTURE.len() - 2] = b'9'; // "…/v1" becomes "…/91", same length
-        let err = Checkpoint::from_bytes(&bytes).unwrap_err();
+        let err = Checkpoint::from_bytes(&bytes).unwrap_err().to_string();
         assert!(err.contains("another model"), "{err}");
+
+        let mut bytes = sample(3).to_bytes().unwrap();
+        let at = find(&bytes, CHECKPOINT_FORMAT);
+        bytes[at + CHECKPOINT_FORMAT.len() - 1] = b'1'; // a v1 checkpoint
+        let err = Checkpoint::from_bytes(&bytes).unwrap_err().to_string();
+        assert!(err.contains("`cifar10-train-checkpoint/v1`") && err.contains("per tower"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_changed_byte_or_a_non_finite_value_is_refused() {
+        let mut bytes = sample(4).to_bytes().unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        let err = Checkpoint::from_bytes(&bytes).unwrap_err().to_string();
+        assert!(err.contains("weights_digest"), "{err}");
+        let dir = temp_dir("non-finite");
+        let mut diverged = sample(4);
+        diverged.ema[0][3] = f32::NAN;
+        let err = diverged.save(&dir, 1).unwrap_err().to_string();
+        assert!(err.contains("conv1.weight") && err.contains("non-finite"), "{err}");
+        assert!(list(&dir).unwrap().is_empty(), "nothing was written");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

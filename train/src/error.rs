@@ -21,13 +21,18 @@ pub enum TrainError {
     Config(String),
     /// A checkpoint file is unreadable or belongs to another model or run.
     Checkpoint { path: PathBuf, problem: String },
-    /// The loss became NaN or infinite.
+    /// The loss became NaN or infinite at `step` or at a step since the previous read-back
+    /// (losses are read back at log, summary, evaluation and checkpoint steps).
     NonFiniteLoss { step: u64, loss: f64 },
 }
 
 impl fmt::Display for TrainError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            TrainError::Torch(e) if e.to_string().contains("out of memory") => write!(
+                f,
+                "libtorch: {e}\nthe device ran out of memory: lower --batch-size (examples per tower) or use fewer --towers"
+            ),
             TrainError::Torch(e) => write!(f, "libtorch: {e}"),
             TrainError::Weights(e) => write!(f, "{e}"),
             TrainError::Data(e) => write!(f, "{e}"),
@@ -36,7 +41,7 @@ impl fmt::Display for TrainError {
             TrainError::Checkpoint { path, problem } => write!(f, "checkpoint {}: {problem}", path.display()),
             TrainError::NonFiniteLoss { step, loss } => write!(
                 f,
-                "model diverged with loss = {loss} at step {step}; training stopped (try a lower --learning-rate)"
+                "model diverged with loss = {loss} by step {step}; training stopped without saving (try a lower --learning-rate)"
             ),
         }
     }

@@ -86,7 +86,7 @@ mod tests {
         let bytes: Vec<u8> =
             labels.iter().flat_map(|&l| std::iter::once(l).chain((0..IMAGE_LEN).map(|i| (i % 200) as u8))).collect();
         let set = EvalSet::new(&Records::from_bytes(bytes, "mem").unwrap());
-        let mut values = crate::model::initial_values(0);
+        let mut values = model_format::init::initial_tensors(0);
         values[SOFTMAX_WEIGHT].iter_mut().for_each(|v| *v = 0.0);
         values[SOFTMAX_BIAS][3] = 1.0;
         assert_eq!(set.len(), 5);

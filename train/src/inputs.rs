@@ -5,16 +5,22 @@
 //! Batch `s` holds the examples at positions `s·B .. (s+1)·B` of an endless sequence of
 //! epochs, epoch `e` being a permutation drawn from `(seed, e)`; example `i` of the batch is
 //! distorted with draws from the stream of `(seed, s)`. So a batch depends only on the seed
-//! and the step, whichever worker makes it and whenever.
+//! and the step, whichever worker makes it and whenever. With towers, `B` is the step's
+//! examples over all towers (towers × per-tower batch), tower `i` taking the `i`-th slice.
+//!
+//! Workers write each batch straight into the tensor the towers read (no copy in between);
+//! when the run uses a CUDA device, that tensor is in pinned (page-locked) host memory, so
+//! the towers' copies to the device are asynchronous DMA transfers.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use model_format::arch::INPUT_LEN;
+use model_format::arch::{INPUT_CHANNELS, INPUT_LEN, INPUT_SIZE};
 use model_format::cifar::Records;
 use rand::seq::SliceRandom;
+use tch::{Device, Kind, Tensor};
 
 use crate::distort::Distortion;
 use crate::seeding::{stream, Purpose};
@@ -62,24 +68,67 @@ impl BatchMaker {
 
     /// Batch `step`.
     pub fn make(&mut self, step: u64) -> Batch {
-        let b = self.batch_size;
-        let mut images = vec![0f32; b * INPUT_LEN];
-        let mut labels = Vec::with_capacity(b);
-        let mut rng = stream(self.seed, Purpose::Distortion, step);
-        for (i, out) in images.chunks_exact_mut(INPUT_LEN).enumerate() {
-            let index = self.example_at(step * b as u64 + i as u64);
-            Distortion::draw(&mut rng).apply(self.records.image(index), out);
-            labels.push(i64::from(self.records.label(index)));
-        }
+        let mut images = vec![0f32; self.batch_size * INPUT_LEN];
+        let mut labels = vec![0i64; self.batch_size];
+        self.fill(step, &mut images, &mut labels);
         Batch { step, images, labels }
     }
+
+    /// Writes batch `step` into `images` (`B × INPUT_LEN` values) and `labels` (`B`).
+    pub fn fill(&mut self, step: u64, images: &mut [f32], labels: &mut [i64]) {
+        let b = self.batch_size;
+        assert!(images.len() == b * INPUT_LEN && labels.len() == b, "buffers for {b} examples");
+        let mut rng = stream(self.seed, Purpose::Distortion, step);
+        for (i, (out, label)) in images.chunks_exact_mut(INPUT_LEN).zip(labels.iter_mut()).enumerate() {
+            let index = self.example_at(step * b as u64 + i as u64);
+            Distortion::draw(&mut rng).apply(self.records.image(index), out);
+            *label = i64::from(self.records.label(index));
+        }
+    }
+
+    /// Batch `step` as tensors `[B,3,24,24]` and `[B]`, in pinned memory when `pin_for` is a
+    /// CUDA device.
+    pub fn make_tensors(&mut self, step: u64, pin_for: Option<Device>) -> Result<TensorBatch, tch::TchError> {
+        let b = self.batch_size as i64;
+        let shape = [b, INPUT_CHANNELS as i64, INPUT_SIZE as i64, INPUT_SIZE as i64];
+        let mut images = Tensor::f_empty(shape, (Kind::Float, Device::Cpu))?;
+        let mut labels = Tensor::f_empty([b], (Kind::Int64, Device::Cpu))?;
+        if let Some(device) = pin_for.filter(|d| d.is_cuda()) {
+            images = images.f_pin_memory(device)?;
+            labels = labels.f_pin_memory(device)?;
+        }
+        let (image_values, label_values) = (host_values::<f32>(&mut images), host_values::<i64>(&mut labels));
+        self.fill(step, image_values, label_values);
+        Ok(TensorBatch { step, images, labels })
+    }
+}
+
+/// The values of a contiguous CPU tensor of element type `T`, to be written in place.
+fn host_values<T>(tensor: &mut Tensor) -> &mut [T] {
+    assert!(tensor.device() == Device::Cpu && tensor.is_contiguous(), "a contiguous host tensor");
+    assert_eq!(tensor.kind().elt_size_in_bytes(), std::mem::size_of::<T>(), "element size");
+    let len = tensor.numel();
+    // SAFETY: the tensor is contiguous, on the host, holds `len` elements of `T`'s size, and
+    // nothing else refers to its storage while the exclusive borrow lasts (the batch tensors
+    // are fresh and not yet shared).
+    unsafe { std::slice::from_raw_parts_mut(tensor.data_ptr() as *mut T, len) }
+}
+
+/// One training batch as the towers read it.
+#[derive(Debug)]
+pub struct TensorBatch {
+    pub step: u64,
+    /// `[B, 3, 24, 24]`, pinned when the run uses a CUDA device.
+    pub images: Tensor,
+    /// `[B]`, `Int64`.
+    pub labels: Tensor,
 }
 
 /// Worker threads producing batches `first_step, first_step + 1, …` ahead of the consumer.
 /// Worker `w` makes the steps `≡ w (mod workers)` into its own bounded queue, and
 /// [`InputQueue::next_batch`] reads the queues in turn, so batches arrive in step order.
 pub struct InputQueue {
-    queues: Vec<Receiver<Batch>>,
+    queues: Vec<Receiver<Result<TensorBatch, tch::TchError>>>,
     next_step: u64,
     first_step: u64,
     stop: Arc<AtomicBool>,
@@ -87,14 +136,15 @@ pub struct InputQueue {
 }
 
 impl InputQueue {
-    /// Starts `workers` threads (at least one), each keeping up to `depth` batches ready.
+    /// Starts `workers` threads (at least one), each keeping up to `depth` batches of
+    /// `batch_size` examples ready, in pinned memory when `pin_for` is a CUDA device.
     pub fn start(
         records: Arc<Records>,
         seed: u64,
         batch_size: usize,
         first_step: u64,
-        workers: usize,
-        depth: usize,
+        (workers, depth): (usize, usize),
+        pin_for: Option<Device>,
     ) -> InputQueue {
         let workers = workers.max(1);
         let stop = Arc::new(AtomicBool::new(false));
@@ -109,7 +159,7 @@ impl InputQueue {
                 .spawn(move || {
                     let mut step = first_step + w as u64;
                     while !stop.load(Ordering::Relaxed) {
-                        if tx.send(maker.make(step)).is_err() {
+                        if tx.send(maker.make_tensors(step, pin_for)).is_err() {
                             break;
                         }
                         step += workers as u64;
@@ -123,12 +173,12 @@ impl InputQueue {
     }
 
     /// The next batch, in step order (blocks until it is ready).
-    pub fn next_batch(&mut self) -> Batch {
+    pub fn next_batch(&mut self) -> Result<TensorBatch, tch::TchError> {
         let queue = &self.queues[((self.next_step - self.first_step) % self.queues.len() as u64) as usize];
-        let batch = queue.recv().expect("input worker thread died");
+        let batch = queue.recv().expect("input worker thread died")?;
         debug_assert_eq!(batch.step, self.next_step);
         self.next_step += 1;
-        batch
+        Ok(batch)
     }
 }
 
@@ -155,6 +205,15 @@ mod tests {
             })
             .collect();
         Arc::new(Records::from_bytes(bytes, "synthetic").unwrap())
+    }
+
+    fn from_tensors(batch: TensorBatch) -> Batch {
+        assert_eq!(batch.images.size(), [8, 3, 24, 24]);
+        Batch {
+            step: batch.step,
+            images: Vec::<f32>::try_from(batch.images.flatten(0, -1)).unwrap(),
+            labels: Vec::<i64>::try_from(batch.labels).unwrap(),
+        }
     }
 
     #[test]
@@ -186,8 +245,8 @@ mod tests {
         let mut direct = BatchMaker::new(Arc::clone(&data), 9, 8);
         let expected: Vec<Batch> = (3..10).map(|s| direct.make(s)).collect();
         for workers in [1, 3] {
-            let mut queue = InputQueue::start(Arc::clone(&data), 9, 8, 3, workers, 2);
-            let got: Vec<Batch> = (0..7).map(|_| queue.next_batch()).collect();
+            let mut queue = InputQueue::start(Arc::clone(&data), 9, 8, 3, (workers, 2), None);
+            let got: Vec<Batch> = (0..7).map(|_| from_tensors(queue.next_batch().unwrap())).collect();
             assert_eq!(got, expected, "{workers} workers");
         }
     }

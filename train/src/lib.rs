@@ -3,16 +3,22 @@
 //! - [`model`]: the network, its variables named as in the weights file;
 //! - [`layers`]: the layers as tch operations (SAME pooling, TensorFlow LRN);
 //! - [`distort`], [`inputs`]: the distorted training inputs, made ahead on worker threads;
+//! - [`config`]: a run's settings, their checks, and the [`config::Schedule`] a resume must share;
+//! - [`memory`]: whether the batches fit in memory, checked up front;
 //! - [`schedule`], [`ema`]: the learning rate and the weights' moving average;
-//! - [`towers`]: data-parallel replicas, gradients averaged;
+//! - [`towers`]: data-parallel replicas, each reading its own batch, gradients averaged;
+//! - [`cudnn`]: the deterministic-cuDNN switch;
 //! - [`trainer`]: the training loop, with [`progress`] lines and [`tensorboard`] summaries;
 //! - [`checkpoint`]: resumable, atomic checkpoints;
 //! - [`summary`]: TensorBoard event files;
 //! - [`evaluate`], [`export`]: precision@1 on the test set, weights files from checkpoints;
-//! - [`seeding`]: the seeded random streams behind every random choice;
+//! - [`seeding`]: the seeded random streams behind the input order and distortions (the
+//!   initial weights come from [`model_format::init`]);
 //! - [`error`]: the error type, [`TrainError`].
 
 pub mod checkpoint;
+pub mod config;
+pub mod cudnn;
 pub mod distort;
 pub mod ema;
 pub mod error;
@@ -20,6 +26,7 @@ pub mod evaluate;
 pub mod export;
 pub mod inputs;
 pub mod layers;
+pub mod memory;
 pub mod model;
 pub mod progress;
 pub mod schedule;

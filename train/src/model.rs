@@ -2,15 +2,14 @@
 //! weights file's tensors (`"conv1.weight"`, …), the tutorial's seeded initialisation, and
 //! the forward pass of [`model_format::arch::LAYERS`].
 
-use model_format::arch::{self, Init, LAYERS, TENSORS};
+use model_format::arch::{self, LAYERS, TENSORS};
+use model_format::init::initial_tensors;
 use model_format::{Metadata, Weights};
-use rand::Rng;
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
 use crate::error::TrainError;
 use crate::layers;
-use crate::seeding::{stream, Purpose};
 
 /// The CIFAR-10 tutorial CNN: its variables and its forward pass.
 ///
@@ -28,10 +27,10 @@ pub struct Net {
 
 impl Net {
     /// A freshly initialised network: truncated normals and constants as
-    /// [`model_format::arch::TensorSpec::init`] says, drawn from a stream of `seed` so that
-    /// the same seed gives the same bits on every device.
+    /// [`model_format::arch::TensorSpec::init`] says ([`model_format::init`]), the same bits
+    /// for the same seed on every machine and device.
     pub fn new(device: Device, seed: u64) -> Net {
-        Self::from_values(&initial_values(seed), device).expect("initial values have the model's shapes")
+        Self::from_values(&initial_tensors(seed), device).expect("initial values have the model's shapes")
     }
 
     /// A network holding `weights`, on `device`.
@@ -136,34 +135,6 @@ pub fn tensors_to_values(tensors: &[Tensor]) -> Result<Vec<Vec<f32>>, TrainError
     tensors.iter().map(|t| Ok(Vec::<f32>::try_from(&t.f_to_device(Device::Cpu)?.detach().flatten(0, -1))?)).collect()
 }
 
-/// The tutorial's initial values for `seed`, [`TENSORS`] order.
-pub fn initial_values(seed: u64) -> Vec<Vec<f32>> {
-    TENSORS
-        .iter()
-        .enumerate()
-        .map(|(id, spec)| match spec.init {
-            Init::Constant(value) => vec![value; spec.len()],
-            Init::TruncatedNormal { std } => {
-                let mut rng = stream(seed, Purpose::Init, id as u64);
-                (0..spec.len()).map(|_| truncated_normal(&mut rng) as f32 * std).collect()
-            }
-        })
-        .collect()
-}
-
-/// A standard normal draw, redrawn while it lies beyond two deviations (TensorFlow's
-/// `truncated_normal`). Box–Muller in `f64`.
-fn truncated_normal(rng: &mut impl Rng) -> f64 {
-    loop {
-        let u1: f64 = 1.0 - rng.gen::<f64>(); // (0, 1]: ln stays finite
-        let u2: f64 = rng.gen();
-        let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
-        if z.abs() <= 2.0 {
-            return z;
-        }
-    }
-}
-
 /// The number of trainable values in a network (for the startup banner).
 pub fn parameter_count() -> usize {
     arch::PARAM_COUNT
@@ -186,23 +157,8 @@ mod tests {
     }
 
     #[test]
-    fn initialisation_follows_the_spec_and_the_seed() {
-        let a = initial_values(5);
-        assert_eq!(a, initial_values(5));
-        assert_ne!(a[arch::CONV1_WEIGHT], initial_values(6)[arch::CONV1_WEIGHT]);
-        for (spec, data) in TENSORS.iter().zip(&a) {
-            match spec.init {
-                Init::Constant(c) => assert!(data.iter().all(|&v| v == c), "{}", spec.name),
-                Init::TruncatedNormal { std } => {
-                    assert!(data.iter().all(|v| v.abs() <= 2.0 * std), "{} exceeds 2σ", spec.name);
-                    let n = data.len() as f64;
-                    let mean = data.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-                    let sd = (data.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n).sqrt();
-                    // a normal truncated at 2σ has standard deviation 0.880σ
-                    assert!((sd / f64::from(std) - 0.88).abs() < 0.05, "{}: sd {sd}", spec.name);
-                }
-            }
-        }
+    fn a_new_net_holds_the_shared_initialisation() {
+        assert_eq!(Net::new(Device::Cpu, 5).values().unwrap(), initial_tensors(5));
     }
 
     #[test]
@@ -229,19 +185,51 @@ mod tests {
         assert_eq!(activations[7].1.size(), [3, 64, 6, 6]);
     }
 
-    #[test]
-    fn forward_matches_a_naive_reference() {
-        // A direct loop implementation of the whole network on one image, against tch.
-        let net = Net::new(Device::Cpu, 9);
-        let weights = net.to_weights(Metadata::default()).unwrap();
-        let image: Vec<f32> =
-            (0..model_format::arch::INPUT_LEN).map(|i| ((i * 37 % 101) as f32 - 50.0) / 30.0).collect();
-        let ours = net.forward(&Tensor::from_slice(&image).view([1, 3, 24, 24]));
-        let ours = Vec::<f32>::try_from(&ours.flatten(0, -1)).unwrap();
-        let reference = model_format::reference::logits(&weights, &image);
-        for (a, b) in ours.iter().zip(&reference) {
-            assert!((f64::from(*a) - b).abs() < 1e-4, "{ours:?} vs {reference:?}");
+    /// The committed model's weights and the first `n` images of the in-repo sample,
+    /// preprocessed: a trained network's activations are large enough for LRN to matter.
+    fn bundled_weights_and_sample(n: usize) -> (Weights, Vec<f32>) {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let weights = Weights::load(format!("{root}/models/cifar10.safetensors")).unwrap();
+        let records = model_format::cifar::Records::read_file(format!("{root}/data/sample/test_batch.bin")).unwrap();
+        let mut images = vec![0f32; n * model_format::arch::INPUT_LEN];
+        for (i, image) in images.chunks_exact_mut(model_format::arch::INPUT_LEN).enumerate() {
+            model_format::preprocess::preprocess(records.image(i), image);
         }
+        (weights, images)
+    }
+
+    fn flat(t: &Tensor) -> Vec<f32> {
+        Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap()
+    }
+
+    /// ‖a − b‖ / ‖b‖ over every element.
+    fn relative_difference(a: &[f32], b: &[f64]) -> f64 {
+        let diff: f64 = a.iter().zip(b).map(|(x, y)| (f64::from(*x) - y).powi(2)).sum();
+        (diff / b.iter().map(|y| y * y).sum::<f64>()).sqrt()
+    }
+
+    #[test]
+    fn forward_matches_the_reference_where_lrn_matters() {
+        // The naive f64 forward pass of model-format against tch, on the committed model's
+        // weights, where LRN changes the logits by more than 1% (checked here: the same tch
+        // layers without the LRN steps), so a backend that dropped LRN would fail.
+        let n = 20;
+        let (weights, images) = bundled_weights_and_sample(n);
+        let net = Net::from_weights(&weights, Device::Cpu).unwrap();
+        let xs = Tensor::from_slice(&images).view([n as i64, 3, 24, 24]);
+        let ours = flat(&tch::no_grad(|| net.forward(&xs)));
+        let reference = model_format::reference::logits_batch(&weights, &images);
+        for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
+            assert!((f64::from(*a) - b).abs() <= 1e-4 * (1.0 + b.abs()), "logit {i}: tch {a} vs reference {b}");
+        }
+        let without_lrn = tch::no_grad(|| {
+            LAYERS
+                .iter()
+                .filter(|(_, layer)| !matches!(layer, arch::Layer::Lrn(_)))
+                .fold(xs.shallow_clone(), |x, (_, layer)| layers::apply(layer, &x, net.params()))
+        });
+        let lrn_effect = relative_difference(&flat(&without_lrn), &reference);
+        assert!(lrn_effect > 0.01, "LRN changes the logits by only {:.3}%", 100.0 * lrn_effect);
     }
 
     #[test]

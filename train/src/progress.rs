@@ -1,12 +1,14 @@
 //! The console log line, like the tutorial's
 //! `step 10, loss = 4.62 (320.5 examples/sec; 0.399 sec/batch)`, plus the share of step
-//! time spent waiting for input and an ETA.
+//! time spent waiting for input and an ETA. With towers, as in `cifar10_multi_gpu_train.py`,
+//! examples/sec counts every tower's batch and sec/batch is the step time over the towers.
 
 use std::time::{Duration, Instant};
 
 /// Accumulates timings between two log lines.
 pub struct Progress {
     batch_size: usize,
+    towers: usize,
     max_steps: u64,
     window_start: Instant,
     window_steps: u64,
@@ -19,16 +21,18 @@ pub struct Progress {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rates {
     pub examples_per_sec: f64,
-    pub sec_per_batch: f64,
+    pub sec_per_step: f64,
     /// Fraction of the window's wall time the step spent waiting for its batch.
     pub input_wait: f64,
 }
 
 impl Progress {
-    pub fn new(batch_size: usize, max_steps: u64) -> Progress {
+    /// Progress of a run of `max_steps` steps of `towers` batches of `batch_size` examples.
+    pub fn new(batch_size: usize, towers: usize, max_steps: u64) -> Progress {
         let now = Instant::now();
         Progress {
             batch_size,
+            towers: towers.max(1),
             max_steps,
             window_start: now,
             window_steps: 0,
@@ -50,8 +54,8 @@ impl Progress {
         let elapsed = self.window_start.elapsed().as_secs_f64().max(1e-9);
         let steps = self.window_steps.max(1) as f64;
         let rates = Rates {
-            examples_per_sec: steps * self.batch_size as f64 / elapsed,
-            sec_per_batch: elapsed / steps,
+            examples_per_sec: steps * (self.batch_size * self.towers) as f64 / elapsed,
+            sec_per_step: elapsed / steps,
             input_wait: self.window_wait.as_secs_f64() / elapsed,
         };
         self.window_start = Instant::now();
@@ -67,12 +71,12 @@ impl Progress {
 
     /// The tutorial's log line for `step` (completed steps) with `loss`.
     pub fn line(&self, step: u64, loss: f64, rates: &Rates) -> String {
-        let remaining = self.max_steps.saturating_sub(step) as f64 * rates.sec_per_batch;
+        let remaining = self.max_steps.saturating_sub(step) as f64 * rates.sec_per_step;
         format!(
             "{}: step {step}, loss = {loss:.2} ({:.1} examples/sec; {:.3} sec/batch; input wait {:.1}%; ETA {})",
             utc_now(),
             rates.examples_per_sec,
-            rates.sec_per_batch,
+            rates.sec_per_step / self.towers as f64,
             100.0 * rates.input_wait,
             format_duration(remaining)
         )
@@ -127,12 +131,15 @@ mod tests {
 
     #[test]
     fn line_has_the_tutorials_fields_and_an_eta() {
-        let p = Progress::new(128, 1000);
-        let rates = Rates { examples_per_sec: 256.0, sec_per_batch: 0.5, input_wait: 0.01 };
+        let p = Progress::new(128, 1, 1000);
+        let rates = Rates { examples_per_sec: 256.0, sec_per_step: 0.5, input_wait: 0.01 };
         let line = p.line(900, 2.345, &rates);
         assert!(
             line.contains("step 900, loss = 2.35 (256.0 examples/sec; 0.500 sec/batch; input wait 1.0%; ETA 50s)"),
             "{line}"
         );
+        // two towers: a step of 0.5 s is two batches of 0.25 s each
+        let two = Progress::new(128, 2, 1000).line(900, 2.345, &Rates { examples_per_sec: 512.0, ..rates });
+        assert!(two.contains("(512.0 examples/sec; 0.250 sec/batch; input wait 1.0%; ETA 50s)"), "{two}");
     }
 }

@@ -1,4 +1,4 @@
-//! Seeded random streams. Every random choice of the trainer (initial weights, epoch order,
+//! Seeded random streams. Every random choice of the trainer's input pipeline (epoch order,
 //! image distortions) draws from a stream keyed by `(seed, purpose, index)`, so that what a
 //! step sees depends only on the seed and the step number: not on thread timing, on how many
 //! input workers run, or on whether the run was resumed from a checkpoint.
@@ -10,8 +10,6 @@ use rand_chacha::ChaCha8Rng;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u64)]
 pub enum Purpose {
-    /// Initial values of one tensor (index: the tensor id).
-    Init = 1,
     /// The order of the training examples in one epoch (index: the epoch).
     EpochOrder = 2,
     /// The distortions of one training batch (index: the step).

@@ -2,87 +2,38 @@
 //! tower, SGD with the staircase learning rate, the weights' moving average, periodic logs,
 //! summaries, evaluations and checkpoints, and a final checkpoint on any orderly exit
 //! (the step limit or a stop request such as Ctrl-C).
+//!
+//! The loop never waits for the device except where the host needs a value: the losses stay
+//! on the device (with their moving averages) and are read back only at log, summary,
+//! evaluation and checkpoint steps, and at the end. A non-finite loss makes those averages
+//! non-finite for good, so divergence at any step is caught at the next read, and no
+//! checkpoint of a diverged model is written.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use model_format::arch::{INPUT_CHANNELS, INPUT_SIZE};
 use model_format::cifar::Records;
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, Checkpoint};
-use crate::ema::{MovingAverage, MOVING_AVERAGE_DECAY};
+pub use crate::config::TrainConfig;
+use crate::ema::MovingAverage;
 use crate::error::TrainError;
 use crate::evaluate::EvalSet;
-use crate::inputs::InputQueue;
-use crate::model::{initial_values, tensors_to_values};
+use crate::inputs::{InputQueue, TensorBatch};
+use crate::model::tensors_to_values;
 use crate::progress::Progress;
 use crate::schedule::LearningRate;
 use crate::tensorboard::Board;
-use crate::towers::Towers;
+use crate::towers::{StepOutput, Towers};
+use model_format::init::initial_tensors;
 
 /// Decay of the loss moving averages shown in TensorBoard (the tutorial's 0.9).
 const LOSS_AVERAGE_DECAY: f64 = 0.9;
 /// Batches each input worker keeps ready.
-const QUEUE_DEPTH: usize = 4;
-
-/// Every setting of a training run; [`TrainConfig::new`] gives the tutorial's values.
-#[derive(Debug, Clone)]
-pub struct TrainConfig {
-    /// Where checkpoints and event files go.
-    pub train_dir: PathBuf,
-    /// Train until this many steps are done (counting steps of earlier, resumed runs).
-    pub max_steps: u64,
-    pub batch_size: usize,
-    /// Steps between console log lines (0: none).
-    pub log_frequency: u64,
-    pub seed: u64,
-    pub devices: Vec<Device>,
-    pub towers_per_device: usize,
-    pub learning_rate: f64,
-    pub learning_rate_decay_factor: f64,
-    pub epochs_per_decay: f64,
-    pub moving_average_decay: f64,
-    /// Steps between checkpoints (0: only at the end).
-    pub checkpoint_every: u64,
-    /// Checkpoints kept in `train_dir`.
-    pub keep_checkpoints: usize,
-    /// Continue from the newest checkpoint in `train_dir`.
-    pub resume: bool,
-    /// Steps between histogram/image summaries (0: no event file at all).
-    pub summary_every: u64,
-    /// Steps between precision@1 evaluations with the averaged weights (0: none).
-    pub eval_every: u64,
-    /// Threads making input batches.
-    pub input_workers: usize,
-}
-
-impl TrainConfig {
-    /// The tutorial's settings, writing to `train_dir`, on every CUDA device or the CPU.
-    pub fn new(train_dir: impl Into<PathBuf>) -> TrainConfig {
-        TrainConfig {
-            train_dir: train_dir.into(),
-            max_steps: 1_000_000,
-            batch_size: 128,
-            log_frequency: 10,
-            seed: 0,
-            devices: crate::towers::default_devices(),
-            towers_per_device: 1,
-            learning_rate: 0.1,
-            learning_rate_decay_factor: 0.1,
-            epochs_per_decay: 350.0,
-            moving_average_decay: MOVING_AVERAGE_DECAY,
-            checkpoint_every: 1000,
-            keep_checkpoints: 5,
-            resume: false,
-            summary_every: 100,
-            eval_every: 0,
-            input_workers: 1,
-        }
-    }
-}
+pub const QUEUE_DEPTH: usize = 4;
 
 /// How a run ended.
 #[derive(Debug, Clone)]
@@ -91,9 +42,11 @@ pub struct TrainOutcome {
     pub step: u64,
     /// The checkpoint written at the end.
     pub checkpoint: PathBuf,
-    /// Total loss of the last step.
+    /// Total loss of the last step (NaN when no step ran).
     pub last_loss: f64,
-    /// Examples per second over this run's steps.
+    /// Steps per second over this run.
+    pub steps_per_sec: f64,
+    /// Examples per second over this run's steps (all towers).
     pub examples_per_sec: f64,
     /// Fraction of this run's wall time spent waiting for input.
     pub input_wait: f64,
@@ -107,127 +60,206 @@ struct RunState {
     seed: u64,
     towers: Towers,
     ema: MovingAverage,
+    losses: DeviceLosses,
+}
+
+/// What the loop needs beside the state: the run's fixed parts.
+struct Run<'a> {
+    config: &'a TrainConfig,
+    train_examples: usize,
+    schedule: LearningRate,
+    board: Option<Board>,
+    eval_set: Option<EvalSet>,
+    progress: Progress,
 }
 
 /// Trains on `train` (the training records), evaluating on `test` when
-/// `config.eval_every` asks; returns when `max_steps` are done or `stop` is set.
+/// `config.eval_every` asks; returns when `max_steps` are done or `stop` is set. Every flag
+/// and the memory the batches need are checked before anything is written.
 pub fn train(
     config: &TrainConfig,
     train: Arc<Records>,
     test: Option<&Records>,
     stop: &AtomicBool,
 ) -> Result<TrainOutcome, TrainError> {
+    config.check_flags()?;
+    crate::memory::check_fits(config, QUEUE_DEPTH, crate::memory::available_bytes())?;
+    crate::cudnn::configure(config.deterministic_cudnn);
     std::fs::create_dir_all(&config.train_dir).map_err(TrainError::io(&config.train_dir))?;
     let mut state = start_state(config, train.len())?;
-    state.towers.check_batch_size(config.batch_size)?;
-    let schedule = LearningRate::new(
-        config.learning_rate,
-        config.learning_rate_decay_factor,
-        config.epochs_per_decay,
-        config.batch_size,
-    );
-    let mut board = if config.summary_every > 0 { Some(Board::create(&config.train_dir)?) } else { None };
-    let eval_set = match (config.eval_every, test) {
-        (0, _) | (_, None) => None,
-        (_, Some(records)) => Some(EvalSet::new(records)),
+    let mut run = Run {
+        config,
+        train_examples: train.len(),
+        schedule: LearningRate::new(
+            config.learning_rate,
+            config.learning_rate_decay_factor,
+            config.epochs_per_decay,
+            config.batch_size,
+            config.tower_count(),
+        ),
+        board: if config.summary_every > 0 { Some(Board::create(&config.train_dir)?) } else { None },
+        eval_set: match (config.eval_every, test) {
+            (0, _) | (_, None) => None,
+            (_, Some(records)) => Some(EvalSet::new(records)),
+        },
+        progress: Progress::new(config.batch_size, config.tower_count(), config.max_steps),
     };
-    let mut queue = InputQueue::start(
-        Arc::clone(&train),
-        state.seed,
-        config.batch_size,
-        state.step,
-        config.input_workers,
-        QUEUE_DEPTH,
-    );
-    let mut progress = Progress::new(config.batch_size, config.max_steps);
+    // Pinned host memory speeds up (and makes asynchronous) the copies to a CUDA device.
+    let pin_for = config.devices.iter().copied().find(|d| d.is_cuda());
+    let workers = (config.input_workers, QUEUE_DEPTH);
+    let mut queue = InputQueue::start(train, state.seed, config.global_batch(), state.step, workers, pin_for);
     let (first_step, run_start) = (state.step, Instant::now());
-    let (mut loss_average, mut ce_average): (Option<f64>, Option<f64>) = (None, None);
-    let mut last_loss = f64::NAN;
-    let shape = [config.batch_size as i64, INPUT_CHANNELS as i64, INPUT_SIZE as i64, INPUT_SIZE as i64];
 
     while state.step < config.max_steps && !stop.load(Ordering::Relaxed) {
         let waited = Instant::now();
-        let batch = queue.next_batch();
-        let input_wait = waited.elapsed();
-        let images = Tensor::f_from_slice(&batch.images)?.f_view(shape)?;
-        let labels = Tensor::f_from_slice(&batch.labels)?;
-        let step = state.step;
-        let summarise = board.is_some() && step % config.summary_every == 0;
-
-        let out = state.towers.compute(&images, &labels, summarise)?;
-        if !out.total_loss.is_finite() {
-            return Err(TrainError::NonFiniteLoss { step, loss: out.total_loss });
-        }
-        let learning_rate = schedule.at(step);
-        state.towers.apply(&out.gradients, learning_rate)?;
-        state.step += 1;
-        // TensorFlow's moving average reads global_step after the gradient step has
-        // incremented it, so the first update uses num_updates = 1.
-        state.ema.update(state.towers.master().params(), state.step)?;
-        progress.step_done(input_wait);
-        last_loss = out.total_loss;
-        loss_average = Some(moving(loss_average, out.total_loss));
-        ce_average = Some(moving(ce_average, out.cross_entropy));
-
-        if config.log_frequency > 0 && state.step % config.log_frequency == 0 {
-            let rates = progress.take_rates();
-            println!("{}", progress.line(state.step, out.total_loss, &rates));
-            if let Some(board) = board.as_mut() {
-                board.scalar("examples_per_sec", state.step, rates.examples_per_sec)?;
-                board.scalar("input_wait_fraction", state.step, rates.input_wait)?;
-            }
-        }
-        if let (true, Some(board)) = (summarise, board.as_mut()) {
-            board.scalar("cross_entropy (raw)", state.step, out.cross_entropy)?;
-            board.scalar("cross_entropy", state.step, ce_average.unwrap_or(out.cross_entropy))?;
-            board.scalar("total_loss (raw)", state.step, out.total_loss)?;
-            board.scalar("total_loss", state.step, loss_average.unwrap_or(out.total_loss))?;
-            board.scalar("learning_rate", state.step, learning_rate)?;
-            if let Some(activations) = &out.activations {
-                board.activations(state.step, activations)?;
-            }
-            board.weights_and_gradients(state.step, state.towers.master().params(), &out.gradients)?;
-            board.images(state.step, &images)?;
-        }
-        if let Some(eval_set) = &eval_set {
-            if state.step % config.eval_every == 0 {
-                let precision =
-                    eval_set.precision_of(&tensors_to_values(state.ema.shadow())?, state.towers.master().device())?;
-                println!(
-                    "{}: step {}, precision @ 1 = {precision:.4} ({} test images, averaged weights)",
-                    crate::progress::utc_now(),
-                    state.step,
-                    eval_set.len()
-                );
-                if let Some(board) = board.as_mut() {
-                    board.scalar("precision @ 1", state.step, precision)?;
-                }
-            }
-        }
-        if config.checkpoint_every > 0 && state.step % config.checkpoint_every == 0 && state.step < config.max_steps {
-            save(config, &state, train.len())?;
-        }
+        let batch = queue.next_batch()?;
+        run.progress.step_done(waited.elapsed());
+        train_step(&mut run, &mut state, &batch)?;
     }
     drop(queue);
-    let checkpoint = save(config, &state, train.len())?;
-    if let Some(board) = board.as_mut() {
+    let last_loss = state.losses.read(state.step)?.map_or(f64::NAN, |l| l.total);
+    let checkpoint = save(config, &state, run.train_examples)?;
+    if let Some(board) = run.board.as_mut() {
         board.flush()?;
     }
-    let steps_run = state.step - first_step;
+    let seconds = run_start.elapsed().as_secs_f64().max(1e-9);
+    let steps_run = (state.step - first_step) as f64;
     Ok(TrainOutcome {
         step: state.step,
         checkpoint,
         last_loss,
-        examples_per_sec: (steps_run * config.batch_size as u64) as f64 / run_start.elapsed().as_secs_f64().max(1e-9),
-        input_wait: progress.total_input_wait(),
+        steps_per_sec: steps_run / seconds,
+        examples_per_sec: steps_run * config.global_batch() as f64 / seconds,
+        input_wait: run.progress.total_input_wait(),
         interrupted: state.step < config.max_steps,
     })
 }
 
-fn moving(average: Option<f64>, value: f64) -> f64 {
-    match average {
-        Some(a) => LOSS_AVERAGE_DECAY * a + (1.0 - LOSS_AVERAGE_DECAY) * value,
-        None => value,
+/// One step on `batch`, then whatever this step number calls for (log, summaries,
+/// evaluation, checkpoint): the only places where the host waits for the device.
+fn train_step(run: &mut Run, state: &mut RunState, batch: &TensorBatch) -> Result<(), TrainError> {
+    let config = run.config;
+    let step = state.step;
+    let summarise = run.board.is_some() && step % config.summary_every == 0;
+    let out = state.towers.compute(&batch.images, &batch.labels, summarise)?;
+    let learning_rate = run.schedule.at(step);
+    state.towers.apply(&out.gradients, learning_rate)?;
+    state.step += 1;
+    // TensorFlow's moving average reads global_step after the gradient step has
+    // incremented it, so the first update uses num_updates = 1.
+    state.ema.update(state.towers.master().params(), state.step)?;
+    state.losses.add(&out)?;
+
+    let every = |n: u64| n > 0 && state.step % n == 0;
+    let log_now = every(config.log_frequency);
+    let eval_now = run.eval_set.is_some() && every(config.eval_every);
+    let save_now = every(config.checkpoint_every) && state.step < config.max_steps;
+    if !(log_now || summarise || eval_now || save_now) {
+        return Ok(());
+    }
+    let losses = state.losses.read(state.step)?.expect("a step ran");
+    if log_now {
+        log(run, state.step, &losses)?;
+    }
+    if summarise {
+        summarise_step(run, state, &out, &batch.images, learning_rate, &losses)?;
+    }
+    if eval_now {
+        evaluate(run, state)?;
+    }
+    if save_now {
+        save(config, state, run.train_examples)?;
+    }
+    Ok(())
+}
+
+fn log(run: &mut Run, step: u64, losses: &HostLosses) -> Result<(), TrainError> {
+    let rates = run.progress.take_rates();
+    println!("{}", run.progress.line(step, losses.total, &rates));
+    if let Some(board) = run.board.as_mut() {
+        board.scalar("examples_per_sec", step, rates.examples_per_sec)?;
+        board.scalar("input_wait_fraction", step, rates.input_wait)?;
+    }
+    Ok(())
+}
+
+fn summarise_step(
+    run: &mut Run,
+    state: &RunState,
+    out: &StepOutput,
+    images: &Tensor,
+    learning_rate: f64,
+    losses: &HostLosses,
+) -> Result<(), TrainError> {
+    let Some(board) = run.board.as_mut() else { return Ok(()) };
+    let step = state.step;
+    board.scalar("cross_entropy (raw)", step, losses.cross_entropy)?;
+    board.scalar("cross_entropy", step, losses.cross_entropy_average)?;
+    board.scalar("total_loss (raw)", step, losses.total)?;
+    board.scalar("total_loss", step, losses.total_average)?;
+    board.scalar("learning_rate", step, learning_rate)?;
+    if let Some(activations) = &out.activations {
+        board.activations(step, activations)?;
+    }
+    board.weights_and_gradients(step, state.towers.master().params(), &out.gradients)?;
+    board.images(step, images)
+}
+
+fn evaluate(run: &mut Run, state: &RunState) -> Result<(), TrainError> {
+    let Some(eval_set) = &run.eval_set else { return Ok(()) };
+    let precision = eval_set.precision_of(&tensors_to_values(state.ema.shadow())?, state.towers.master().device())?;
+    println!(
+        "{}: step {}, precision @ 1 = {precision:.4} ({} test images, averaged weights)",
+        crate::progress::utc_now(),
+        state.step,
+        eval_set.len()
+    );
+    if let Some(board) = run.board.as_mut() {
+        board.scalar("precision @ 1", state.step, precision)?;
+    }
+    Ok(())
+}
+
+/// The losses of the steps so far, on the device: the last step's and the tutorial's moving
+/// averages (decay 0.9), updated without reading anything back.
+#[derive(Default)]
+struct DeviceLosses {
+    /// `[total, cross-entropy, total average, cross-entropy average]` after the last step.
+    values: Option<Tensor>,
+}
+
+/// [`DeviceLosses`] read back.
+#[derive(Debug, Clone, Copy)]
+struct HostLosses {
+    total: f64,
+    cross_entropy: f64,
+    total_average: f64,
+    cross_entropy_average: f64,
+}
+
+impl DeviceLosses {
+    fn add(&mut self, out: &StepOutput) -> Result<(), TrainError> {
+        let now = Tensor::f_stack(&[&out.total_loss, &out.cross_entropy], 0)?.f_to_kind(Kind::Double)?;
+        let averages = match &self.values {
+            Some(values) => {
+                let previous = values.f_narrow(0, 2, 2)?;
+                previous.f_mul_scalar(LOSS_AVERAGE_DECAY)?.f_add(&now.f_mul_scalar(1.0 - LOSS_AVERAGE_DECAY)?)?
+            }
+            None => now.shallow_clone(),
+        };
+        self.values = Some(Tensor::f_cat(&[now, averages], 0)?);
+        Ok(())
+    }
+
+    /// The losses after `step` steps (None before the first), or the divergence error when
+    /// any loss so far was not finite.
+    fn read(&self, step: u64) -> Result<Option<HostLosses>, TrainError> {
+        let Some(values) = &self.values else { return Ok(None) };
+        let v = Vec::<f64>::try_from(values.f_to_device(Device::Cpu)?)?;
+        if let Some(&loss) = v.iter().find(|x| !x.is_finite()) {
+            return Err(TrainError::NonFiniteLoss { step, loss });
+        }
+        Ok(Some(HostLosses { total: v[0], cross_entropy: v[1], total_average: v[2], cross_entropy_average: v[3] }))
     }
 }
 
@@ -248,7 +280,7 @@ fn start_state(config: &TrainConfig, train_examples: usize) -> Result<RunState, 
                 path.display()
             )))
         }
-        (_, None) => (0, config.seed, initial_values(config.seed), None),
+        (_, None) => (0, config.seed, initial_tensors(config.seed), None),
     };
     let towers = Towers::new(&raw, &config.devices, config.towers_per_device)?;
     let ema = match ema {
@@ -263,26 +295,28 @@ fn start_state(config: &TrainConfig, train_examples: usize) -> Result<RunState, 
         }
         None => MovingAverage::new(towers.master().params(), config.moving_average_decay),
     };
-    Ok(RunState { step, seed, towers, ema })
+    Ok(RunState { step, seed, towers, ema, losses: DeviceLosses::default() })
 }
 
+/// Refuses to resume a checkpoint trained with other schedule settings or on another
+/// training set: the resumed run would not continue the run it claims to.
 fn check_compatible(
     ckpt: &Checkpoint,
     path: &Path,
     config: &TrainConfig,
     train_examples: usize,
 ) -> Result<(), TrainError> {
-    let problem = if ckpt.batch_size != config.batch_size {
-        Some(format!("was trained with --batch-size {}, this run asks for {}", ckpt.batch_size, config.batch_size))
-    } else if ckpt.train_examples != train_examples {
-        Some(format!("was trained on {} examples, this run has {}", ckpt.train_examples, train_examples))
-    } else {
-        None
-    };
-    if let Some(problem) = problem {
+    let mut problems = ckpt.schedule.differences(&config.schedule());
+    if ckpt.train_examples != train_examples {
+        problems.push(format!("trained on {} examples, this run has {}", ckpt.train_examples, train_examples));
+    }
+    if !problems.is_empty() {
         return Err(TrainError::Checkpoint {
             path: path.into(),
-            problem: format!("{problem}: the input order would not continue"),
+            problem: format!(
+                "cannot resume with other settings: {}; rerun with the checkpoint's settings, or start a new --train-dir",
+                problems.join("; ")
+            ),
         });
     }
     if ckpt.seed != config.seed {
@@ -295,9 +329,8 @@ fn save(config: &TrainConfig, state: &RunState, train_examples: usize) -> Result
     let ckpt = Checkpoint {
         step: state.step,
         seed: state.seed,
-        batch_size: config.batch_size,
         train_examples,
-        ema_decay: state.ema.decay,
+        schedule: config.schedule(),
         raw: state.towers.master().values()?,
         ema: tensors_to_values(state.ema.shadow())?,
     };
@@ -370,7 +403,7 @@ mod tests {
         let (a, b) = (final_checkpoint(&straight), final_checkpoint(&split));
         assert_eq!(a.raw, b.raw);
         assert_eq!(a.ema, b.ema);
-        assert_ne!(a.raw, initial_values(3), "training changed nothing");
+        assert_ne!(a.raw, initial_tensors(3), "training changed nothing");
         assert_ne!(a.ema, a.raw, "the average lags the weights");
         // The same seed again gives the same bits as the first 50 steps of the split run.
         let again = temp_dir("again");
@@ -383,14 +416,65 @@ mod tests {
     }
 
     #[test]
-    fn a_resume_with_another_batch_size_is_refused() {
-        let dir = temp_dir("batch");
+    fn a_resume_with_other_schedule_settings_is_refused_by_flag() {
+        let dir = temp_dir("schedule");
         let never = AtomicBool::new(false);
         train(&config(&dir, 2), records(16), None, &never).unwrap();
-        let other = TrainConfig { resume: true, batch_size: 4, ..config(&dir, 4) };
-        let err = train(&other, records(16), None, &never).unwrap_err().to_string();
-        assert!(err.contains("--batch-size 8") && err.contains("model.ckpt-"), "{err}");
+        let resume = |dir: &Path| TrainConfig { resume: true, ..config(dir, 4) };
+        let changes: [(TrainConfig, &str); 6] = [
+            (TrainConfig { batch_size: 4, ..resume(&dir) }, "--batch-size 8 in the checkpoint, 4 in this run"),
+            (TrainConfig { towers_per_device: 2, ..resume(&dir) }, "1 tower(s) in the checkpoint"),
+            (TrainConfig { learning_rate: 0.05, ..resume(&dir) }, "--learning-rate 0.1 in the checkpoint, 0.05"),
+            (TrainConfig { learning_rate_decay_factor: 0.5, ..resume(&dir) }, "--learning-rate-decay-factor 0.1"),
+            (TrainConfig { epochs_per_decay: 1.0, ..resume(&dir) }, "--num-epochs-per-decay 350 in the checkpoint"),
+            (TrainConfig { moving_average_decay: 0.99, ..resume(&dir) }, "--moving-average-decay 0.9999"),
+        ];
+        for (other, expected) in changes {
+            let err = train(&other, records(16), None, &never).unwrap_err().to_string();
+            assert!(err.contains(expected) && err.contains("model.ckpt-"), "{expected}: {err}");
+        }
+        assert_eq!(train(&resume(&dir), records(16), None, &never).unwrap().step, 4);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_flags_are_refused_before_anything_is_written() {
+        let dir = temp_dir("flags");
+        let never = AtomicBool::new(false);
+        for (bad, flag) in [
+            (TrainConfig { moving_average_decay: 1.0, ..config(&dir, 2) }, "--moving-average-decay 1 "),
+            (TrainConfig { batch_size: 0, ..config(&dir, 2) }, "--batch-size 0"),
+            (TrainConfig { batch_size: 100_000_000, ..config(&dir, 2) }, "--batch-size 100000000 needs about"),
+        ] {
+            let err = train(&bad, records(8), None, &never).unwrap_err().to_string();
+            assert!(err.contains(flag), "{err}");
+        }
+        assert!(!dir.exists(), "a refused run created {}", dir.display());
+    }
+
+    /// The trainer's own loop with 2 towers × 4 examples makes the same updates as 1 tower × 8
+    /// (same examples per step, same learning-rate schedule, same moving average).
+    #[test]
+    fn two_towers_of_4_train_like_one_tower_of_8() {
+        single_threaded();
+        let data = records(24);
+        let never = AtomicBool::new(false);
+        let one = temp_dir("one-tower");
+        train(&config(&one, 6), Arc::clone(&data), None, &never).unwrap();
+        let two = temp_dir("two-towers");
+        let cfg = TrainConfig { batch_size: 4, towers_per_device: 2, ..config(&two, 6) };
+        train(&cfg, data, None, &never).unwrap();
+        let (a, b) = (final_checkpoint(&one), final_checkpoint(&two));
+        assert_eq!((b.schedule.batch_size, b.schedule.towers), (4, 2));
+        for (x, y) in a.raw.iter().chain(&a.ema).zip(b.raw.iter().chain(&b.ema)) {
+            let scale = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (u, v) in x.iter().zip(y) {
+                assert!((u - v).abs() <= 1e-4 * scale.max(1e-3), "{u} vs {v}");
+            }
+        }
+        for dir in [one, two] {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
     }
 
     #[test]

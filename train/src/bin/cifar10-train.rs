@@ -3,6 +3,7 @@
 //! ```text
 //! cifar10-train train --train-dir runs/a --max-steps 30000
 //! cifar10-train train --train-dir runs/a --max-steps 60000 --resume
+//! cifar10-train train --train-dir runs/b --devices cuda:0,cuda:1 --batch-size 128   # 256 examples a step
 //! cifar10-train eval --train-dir runs/a [--every 300]
 //! cifar10-train export --train-dir runs/a --output model.safetensors
 //! ```
@@ -16,11 +17,13 @@ use std::time::Duration;
 use argh::FromArgs;
 use model_format::cifar::Dataset;
 use model_format::Weights;
+use model_format::WeightsKind;
 use tch::Device;
 use train::checkpoint::{self, Checkpoint};
+use train::config::{self, TrainConfig};
 use train::evaluate::EvalSet;
-use train::export::{self, WeightsKind};
-use train::trainer::{self, TrainConfig};
+use train::export;
+use train::trainer;
 use train::{towers, TrainError};
 
 /// Set by Ctrl-C: the loops stop at the next step boundary and save.
@@ -54,7 +57,7 @@ struct TrainArgs {
     /// total steps to reach (a resumed run counts its earlier steps)
     #[argh(option, default = "1_000_000")]
     max_steps: u64,
-    /// examples per step, split over the towers
+    /// examples per tower per step (as in cifar10_multi_gpu_train.py each tower reads its own batch, so a step trains on batch-size x towers examples and the learning rate decays after proportionally fewer steps)
     #[argh(option, default = "128")]
     batch_size: usize,
     /// steps between log lines
@@ -66,7 +69,7 @@ struct TrainArgs {
     /// comma-separated devices: cpu, cuda:0, cuda:1, ... (default: every CUDA device, else cpu)
     #[argh(option)]
     devices: Option<String>,
-    /// model replicas per device
+    /// model replicas (towers) per device, each with its own batch
     #[argh(option, default = "1")]
     towers: usize,
     /// initial learning rate
@@ -78,7 +81,7 @@ struct TrainArgs {
     /// epochs after which the learning rate decays
     #[argh(option, default = "350.0")]
     num_epochs_per_decay: f64,
-    /// decay of the weights' moving average
+    /// decay of the weights' moving average, in (0, 1)
     #[argh(option, default = "0.9999")]
     moving_average_decay: f64,
     /// steps between checkpoints (one is always written at the end)
@@ -99,9 +102,12 @@ struct TrainArgs {
     /// threads preparing input batches
     #[argh(option, default = "1")]
     input_workers: usize,
-    /// libtorch intra-op threads (default: libtorch's choice)
+    /// libtorch intra-op threads, 1 to 1024 (default: libtorch's choice)
     #[argh(option)]
-    threads: Option<i32>,
+    threads: Option<usize>,
+    /// deterministic cuDNN convolutions without autotuning: reproducible CUDA runs, somewhat slower (off by default: cuDNN picks the fastest algorithms, which may differ in the last bits from run to run; no effect on the CPU)
+    #[argh(switch)]
+    deterministic_cudnn: bool,
     /// train on only the first N training examples (quick experiments)
     #[argh(option)]
     train_examples: Option<usize>,
@@ -183,7 +189,7 @@ fn main() -> ExitCode {
 
 fn run_train(args: TrainArgs) -> Result<(), TrainError> {
     if let Some(threads) = args.threads {
-        tch::set_num_threads(threads);
+        tch::set_num_threads(config::check_threads(threads)?);
     }
     let dataset = Dataset::locate(args.data_dir.as_deref())?;
     let mut train_records = dataset.train()?;
@@ -216,23 +222,27 @@ fn run_train(args: TrainArgs) -> Result<(), TrainError> {
         summary_every: args.summary_every,
         eval_every: args.eval_every,
         input_workers: args.input_workers,
+        deterministic_cudnn: args.deterministic_cudnn,
     };
     println!(
-        "training {} parameters on {} example(s) from {}, batch {}, devices {:?} x{} tower(s), {} intra-op thread(s), into {}",
+        "training {} parameters on {} example(s) from {}, batch {} per tower x {} tower(s) ({} per device on {:?}) = {} examples per step, {} intra-op thread(s), into {}",
         model_format::PARAM_COUNT,
         train_records.len(),
         dataset.dir.display(),
         config.batch_size,
-        config.devices,
+        config.tower_count(),
         config.towers_per_device,
+        config.devices,
+        config.global_batch(),
         tch::get_num_threads(),
         config.train_dir.display()
     );
     let outcome = trainer::train(&config, Arc::new(train_records), test_records.as_ref(), &STOP)?;
     println!(
-        "{} at step {}: {:.1} examples/sec over this run, {:.2}% of the time waiting for input; checkpoint {}",
+        "{} at step {}: {:.2} steps/sec, {:.1} examples/sec over this run, {:.2}% of the time waiting for input; checkpoint {}",
         if outcome.interrupted { "stopped" } else { "done" },
         outcome.step,
+        outcome.steps_per_sec,
         outcome.examples_per_sec,
         100.0 * outcome.input_wait,
         outcome.checkpoint.display()
@@ -262,9 +272,9 @@ fn load(path: &Path, raw: bool) -> Result<Loaded, TrainError> {
             Ok(weights) => Ok(Loaded {
                 values: weights.iter().map(|(_, d)| d.to_vec()).collect(),
                 step: weights.metadata.step.unwrap_or(0),
-                kind: match weights.metadata.weights_kind.as_deref() {
-                    Some("raw") => "raw".into(),
-                    Some(_) => "averaged".into(),
+                kind: match weights.metadata.weights_kind {
+                    Some(WeightsKind::Raw) => "raw".into(),
+                    Some(WeightsKind::Averaged) => "averaged".into(),
                     None => "unlabelled".into(),
                 },
                 source: path.into(),
@@ -326,6 +336,22 @@ fn run_eval(args: EvalArgs) -> Result<(), TrainError> {
     }
 }
 
+/// Refuses outputs that would overwrite the checkpoint being exported, any checkpoint of the
+/// run (in --train-dir or beside --checkpoint), or each other; before anything is read.
+fn check_outputs(args: &ExportArgs, source: &Path) -> Result<(), TrainError> {
+    let source_dir = source.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut outputs = vec![(&args.output, "--output")];
+    outputs.extend(args.raw_output.as_ref().map(|raw| (raw, "--raw-output")));
+    for (i, &(output, flag)) in outputs.iter().enumerate() {
+        let mut reads = vec![source];
+        reads.extend(outputs.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, (other, _))| other.as_path()));
+        for train_dir in [args.train_dir.as_path(), source_dir] {
+            export::check_output(flag, output, train_dir, &reads)?;
+        }
+    }
+    Ok(())
+}
+
 /// Sleeps `total`, waking early when Ctrl-C is pressed; true when stopped.
 fn sleep_unless_stopped(total: Duration) -> bool {
     let tick = Duration::from_millis(200);
@@ -347,10 +373,11 @@ fn run_export(args: ExportArgs) -> Result<(), TrainError> {
         Some(path) => path.clone(),
         None => newest_checkpoint(&args.train_dir)?,
     };
+    check_outputs(&args, &path)?;
     let checkpoint = Checkpoint::load(&path)?;
     let fingerprint = dataset.fingerprint()?;
     let test = EvalSet::new(&dataset.test()?);
-    let mut outputs = vec![(WeightsKind::Ema, args.output.clone())];
+    let mut outputs = vec![(WeightsKind::Averaged, args.output.clone())];
     if let Some(raw) = &args.raw_output {
         outputs.push((WeightsKind::Raw, raw.clone()));
     }
