@@ -124,7 +124,7 @@ impl Classifier {
         dict.set_item("step", m.step)?;
         dict.set_item("precision_at_1", m.precision_at_1)?;
         dict.set_item("ema_decay", m.ema_decay)?;
-        dict.set_item("weights_kind", &m.weights_kind)?;
+        dict.set_item("weights_kind", m.weights_kind.map(|kind| kind.as_str()))?;
         dict.set_item("dataset_fingerprint", &m.dataset_fingerprint)?;
         dict.set_item("extra", &m.extra)?;
         Ok(dict)

@@ -58,7 +58,7 @@ impl ModelCard {
             step: metadata.step,
             precision_at_1: metadata.precision_at_1,
             dataset_fingerprint: metadata.dataset_fingerprint.clone(),
-            weights_kind: metadata.weights_kind.clone(),
+            weights_kind: metadata.weights_kind.map(|kind| kind.as_str().to_string()),
             ema_decay: metadata.ema_decay,
         }
     }

@@ -114,7 +114,7 @@ impl Towers {
         want_activations: bool,
     ) -> Result<StepOutput, TrainError> {
         let examples = images.size()[0] as usize;
-        if examples == 0 || examples % self.count() != 0 {
+        if examples == 0 || !examples.is_multiple_of(self.count()) {
             return Err(TrainError::Config(format!(
                 "a step of {examples} examples is not {} towers' batches of equal size",
                 self.count()

@@ -140,7 +140,7 @@ pub fn train(
 fn train_step(run: &mut Run, state: &mut RunState, batch: &TensorBatch) -> Result<(), TrainError> {
     let config = run.config;
     let step = state.step;
-    let summarise = run.board.is_some() && step % config.summary_every == 0;
+    let summarise = run.board.is_some() && step.is_multiple_of(config.summary_every);
     let out = state.towers.compute(&batch.images, &batch.labels, summarise)?;
     let learning_rate = run.schedule.at(step);
     state.towers.apply(&out.gradients, learning_rate)?;
@@ -150,7 +150,7 @@ fn train_step(run: &mut Run, state: &mut RunState, batch: &TensorBatch) -> Resul
     state.ema.update(state.towers.master().params(), state.step)?;
     state.losses.add(&out)?;
 
-    let every = |n: u64| n > 0 && state.step % n == 0;
+    let every = |n: u64| n > 0 && state.step.is_multiple_of(n);
     let log_now = every(config.log_frequency);
     let eval_now = run.eval_set.is_some() && every(config.eval_every);
     let save_now = every(config.checkpoint_every) && state.step < config.max_steps;
