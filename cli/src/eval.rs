@@ -44,7 +44,7 @@ pub struct EvalArgs {
     plot: Option<PathBuf>,
 }
 
-pub fn run(args: EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+pub fn run(mut args: EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if args.batch_size == 0 || args.threads == 0 {
         return Err("--batch-size and --threads must be at least 1".into());
     }
@@ -53,6 +53,8 @@ pub fn run(args: EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         plot::check_output(path, &args.model)?;
     }
     let classifier = backend::open_classifier(&args.backend, &args.model, args.threads)?;
+    // Report the engine's own name (`cpu`), also when it was chosen by its old name.
+    args.backend = classifier.engine().name().to_string();
     let dataset = Dataset::locate(args.data_dir.as_deref())?;
     let records = dataset.test()?;
     let progress = Progress::new(Mode::for_stderr(), "evaluating", "images", records.len() as u64);

@@ -20,6 +20,8 @@ pub struct ExportOnnxArgs {
 }
 
 pub fn run(args: ExportOnnxArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    // Refused before any work: writing the ONNX file over the weights would destroy them.
+    model_format::atomic::check_not_an_input(&args.out, &[&args.model])?;
     let weights = Weights::load(&args.model)?;
     onnx::save(&weights, &args.out)?;
     println!(

@@ -81,6 +81,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     config.validate()?;
     let weights = Weights::load(&args.model)?;
     let engine = backend::engine_for(&args.backend, &weights, args.threads)?;
+    let backend = engine.name();
     config.class_names = weights.metadata.class_names.clone();
     config.model_card = Some(ModelCard::from_metadata(&weights.metadata, args.model.display().to_string()));
     let server = Server::start(config, Arc::from(engine))?;
@@ -89,7 +90,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         args.model.display(),
         args.name,
         server.addr(),
-        args.backend,
+        backend,
         args.threads,
         args.max_batch,
         args.max_wait_ms,

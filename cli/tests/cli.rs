@@ -57,6 +57,41 @@ fn eval_json_counts_agree_with_the_library() {
 }
 
 #[test]
+fn the_old_backend_name_is_the_cpu_engine() {
+    let (dir, model) = model_dir("alias");
+    let run = |backend: &str| {
+        let output = cifar10()
+            .args(["eval", "--json", "--backend", backend, "--model"])
+            .arg(&model)
+            .arg("--data-dir")
+            .arg(sample_dir())
+            .output()
+            .unwrap();
+        serde_json::from_str::<serde_json::Value>(&stdout(&output)).unwrap()
+    };
+    let (cpu, ndarray) = (run("cpu"), run("ndarray"));
+    assert_eq!(cpu["correct"], ndarray["correct"]);
+    assert_eq!(cpu["confusion"], ndarray["confusion"]);
+    assert_eq!(ndarray["backend"], "cpu", "the report names the engine, not the alias");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn export_onnx_refuses_to_write_over_its_model() {
+    let (dir, model) = model_dir("export");
+    let before = std::fs::read(&model).unwrap();
+    let link = dir.join("link.safetensors");
+    std::os::unix::fs::symlink(&model, &link).unwrap();
+    for out in [&model, &link] {
+        let output = cifar10().args(["export-onnx", "--model"]).arg(&model).arg("--out").arg(out).output().unwrap();
+        assert!(!output.status.success(), "export-onnx --out {} succeeded", out.display());
+        assert!(String::from_utf8_lossy(&output.stderr).contains("model.safetensors"));
+    }
+    assert_eq!(std::fs::read(&model).unwrap(), before, "the weights are untouched");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn eval_text_reports_the_exact_count() {
     let (dir, model) = model_dir("text");
     let output = cifar10().arg("eval").arg("--model").arg(&model).arg("--data-dir").arg(sample_dir()).output().unwrap();

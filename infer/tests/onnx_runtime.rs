@@ -23,7 +23,7 @@ const TOLERANCE: f32 = 1e-4;
 /// over a few units, as a trained model's do: with the initial 1/192 deviation they are
 /// all within a few hundredths and the argmax comparison would hinge on rounding.
 fn weights() -> Weights {
-    let base = infer::random_weights(7);
+    let base = infer::random_weights(8);
     let named = base.iter().enumerate().map(|(id, (spec, values))| {
         let scale = if id == SOFTMAX_WEIGHT { 100.0 } else { 1.0 };
         (spec.name, values.iter().map(|v| v * scale).collect::<Vec<f32>>())
