@@ -83,6 +83,25 @@ fn every_kernel_gives_the_same_bits() {
     println!("kernels compared: {kernels:?}");
 }
 
+/// The bundled model on the first 64 records of the in-repo sample: every kernel gives the
+/// same logits, bit for bit, so the exact accuracy counts do not depend on the CPU.
+#[test]
+fn the_bundled_model_gives_the_same_bits_with_every_kernel() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let weights = Weights::load(root.join("models/cifar10.safetensors")).unwrap();
+    let records = model_format::cifar::Records::read_file(root.join("data/sample/test_batch.bin")).unwrap();
+    let mut input = vec![0f32; 64 * INPUT_LEN];
+    for (i, slot) in input.chunks_exact_mut(INPUT_LEN).enumerate() {
+        model_format::preprocess::preprocess(records.image(i), slot);
+    }
+    let want = logits(&CpuEngine::with_kernel(&weights, 2, Kernel::Portable).unwrap(), &input);
+    for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
+        let got = logits(&CpuEngine::with_kernel(&weights, 2, kernel).unwrap(), &input);
+        let differing = got.iter().zip(&want).filter(|(g, w)| g.to_bits() != w.to_bits()).count();
+        assert_eq!(differing, 0, "{kernel} kernel: logits that differ from the portable kernel's");
+    }
+}
+
 #[test]
 fn kernel_names_parse_and_unknown_ones_are_errors() {
     for kernel in Kernel::ALL {

@@ -28,8 +28,12 @@
 //! Everything a call needs lives in a [`Workspace`]: the first call sizes it for its batch
 //! size, and later calls with that size or smaller allocate nothing at all, on any thread
 //! and with any thread count (`tests/allocations.rs` counts every thread with a global
-//! allocator). [`Engine::logits`] keeps the workspaces of finished calls (one per
-//! concurrent caller), so a warm shared engine allocates nothing either.
+//! allocator): the helper threads are handed each call's work as a borrowed closure, and
+//! wait on a mutex and condition variables that never allocate. What does allocate is
+//! building the engine (the weights, and with `threads > 1` the helpers' shared state,
+//! names and stacks, once) and a workspace's first call at a larger batch.
+//! [`Engine::logits`] keeps the workspaces of finished calls (one per concurrent caller),
+//! so a warm shared engine allocates nothing either.
 //!
 //! # Threads
 //!

@@ -44,9 +44,26 @@ impl PoolStep {
         let column_max = &mut row[..w];
         for (src, dst) in input[first * h * w..].chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
             for (&(y0, y1), dst_row) in row_windows.iter().zip(dst.chunks_exact_mut(ow)) {
-                column_max.copy_from_slice(&src[y0 * w..][..w]);
-                for line in src[(y0 + 1) * w..y1 * w].chunks_exact(w) {
-                    column_max.iter_mut().zip(line).for_each(|(m, &v)| *m = max(*m, v));
+                let lines = &src[y0 * w..y1 * w];
+                // Each value written fresh from its inputs: an in-place `m = max(m, v)` becomes
+                // a masked store, whose reload next row stalls.
+                match lines.len() / w {
+                    1 => column_max.copy_from_slice(lines),
+                    2 => {
+                        let (a, b) = lines.split_at(w);
+                        column_max.iter_mut().zip(a).zip(b).for_each(|((m, &a), &b)| *m = max(a, b));
+                    }
+                    _ => {
+                        let (a, rest) = lines.split_at(w);
+                        let (b, rest) = rest.split_at(w);
+                        let (c, rest) = rest.split_at(w);
+                        for (((m, &a), &b), &c) in column_max.iter_mut().zip(a).zip(b).zip(c) {
+                            *m = max(max(a, b), c);
+                        }
+                        for line in rest.chunks_exact(w) {
+                            column_max.iter_mut().zip(line).for_each(|(m, &v)| *m = max(*m, v));
+                        }
+                    }
                 }
                 for (&(x0, x1), d) in col_windows.iter().zip(dst_row.iter_mut()) {
                     *d = column_max[x0 + 1..x1].iter().fold(column_max[x0], |m, &v| max(m, v));

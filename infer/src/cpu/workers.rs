@@ -1,8 +1,10 @@
 //! Persistent helper threads: started once with the engine, they wait for work and run
-//! their part of each call (a chunk of the batch, or a share of one image's convolution).
-//! A call hands them a borrowed closure, so dispatching allocates nothing; a helper that
-//! has just finished spins briefly before it sleeps, so the next convolution of the same
-//! image reaches it in microseconds rather than a wake-up's tens.
+//! parts of each call (chunks of the batch, or shares of one image's layers). A call hands
+//! them a borrowed closure, so dispatching allocates nothing; a helper that has just
+//! finished spins briefly before it sleeps, so the next layer of the same image reaches it
+//! in microseconds rather than a wake-up's tens. Every thread, the caller included, claims
+//! parts until none is left: a helper that the OS has not scheduled yet (a busy machine)
+//! delays nothing, the caller runs its parts instead.
 //!
 //! One call at a time uses the helpers: a concurrent call (a shared engine in a server)
 //! finds them busy and runs on its own thread, with the same results.
@@ -42,7 +44,9 @@ struct Shared {
     epoch: AtomicU64,
     /// The current job, valid while `remaining > 0`; written before `epoch` is bumped.
     job: Mutex<Option<Job>>,
-    /// Helpers that have not finished the current job.
+    /// The current job's epoch (low 32 bits) above the index of the next part to claim.
+    claims: AtomicU64,
+    /// Parts of the current job not finished yet.
     remaining: AtomicUsize,
     /// A helper's part panicked: the caller panics too, once every helper is done.
     panicked: AtomicBool,
@@ -59,7 +63,7 @@ struct Shared {
 struct Job {
     task: *const Task<'static>,
     parts: usize,
-    /// The epoch that announced it: a helper runs each job once, however late it looks.
+    /// The epoch that announced it: a late helper claims no part of a later job with it.
     epoch: u64,
 }
 
@@ -73,6 +77,7 @@ impl Workers {
         let shared = Arc::new(Shared {
             epoch: AtomicU64::new(0),
             job: Mutex::new(None),
+            claims: AtomicU64::new(0),
             remaining: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -85,7 +90,7 @@ impl Workers {
             let shared = Arc::clone(&workers.shared);
             let handle = std::thread::Builder::new()
                 .name(format!("infer-cpu-{index}"))
-                .spawn(move || helper(&shared, index))
+                .spawn(move || helper(&shared))
                 .map_err(|e| InferError::Backend(format!("cannot start CPU engine thread {index}: {e}")))?;
             workers.handles.push(handle);
         }
@@ -141,36 +146,69 @@ impl Team<'_> {
         self.size
     }
 
-    /// Runs `task(0)`, …, `task(parts - 1)`, part 0 on the calling thread and part `i` on
-    /// helper `i`; returns when all are done. `parts` is at most [`Team::size`]; with a
-    /// team of one, the parts run one after the other on the calling thread.
+    /// Runs `task(0)`, …, `task(parts - 1)`, each once, on whichever threads of the team
+    /// claim them (the calling thread too); returns when all are done. With a team of one,
+    /// the parts run one after the other on the calling thread.
     pub(crate) fn run(&self, parts: usize, task: &Task<'_>) {
-        assert!(parts <= self.size || self.shared.is_none(), "{parts} parts for a team of {}", self.size);
         let Some(shared) = self.shared.filter(|_| parts > 1) else {
             (0..parts).for_each(task);
             return;
         };
         // SAFETY: only the lifetime is erased; `Wait` below keeps `task` borrowed until
-        // every helper has finished with it, even if part 0 panics.
+        // every part has finished, even if one panics.
         let task: *const Task<'static> = unsafe { std::mem::transmute(task as *const Task<'_>) };
         // One call at a time holds the team, so nothing else moves the epoch meanwhile.
         let epoch = shared.epoch.load(Ordering::SeqCst) + 1;
-        *shared.job.lock().unwrap_or_else(|p| p.into_inner()) = Some(Job { task, parts, epoch });
-        shared.remaining.store(parts - 1, Ordering::SeqCst);
+        let job = Job { task, parts, epoch };
+        *shared.job.lock().unwrap_or_else(|p| p.into_inner()) = Some(job);
+        shared.remaining.store(parts, Ordering::SeqCst);
+        shared.claims.store((epoch & EPOCH_BITS) << 32, Ordering::SeqCst);
         shared.epoch.store(epoch, Ordering::SeqCst);
         drop(shared.sleep.lock().unwrap_or_else(|p| p.into_inner()));
         shared.wake.notify_all();
         let wait = Wait(shared);
-        // SAFETY: `task` points to the caller's closure, alive for this whole call.
-        unsafe { (*task)(0) };
+        run_claimed(shared, &job);
         drop(wait);
         if shared.panicked.swap(false, Ordering::SeqCst) {
-            panic!("a CPU engine thread panicked");
+            panic!("a part of a CPU engine call panicked");
         }
     }
 }
 
-/// Waits, when dropped, until every helper has finished the current job.
+/// Epoch bits kept beside the part index in `Shared::claims`.
+const EPOCH_BITS: u64 = 0xffff_ffff;
+
+/// Claims and runs parts of `job` until none is left.
+fn run_claimed(shared: &Shared, job: &Job) {
+    while let Some(i) = claim(shared, job) {
+        // SAFETY: the caller keeps the closure alive until `remaining` reaches 0, which
+        // needs this part's decrement below.
+        if catch_unwind(AssertUnwindSafe(|| unsafe { (*job.task)(i) })).is_err() {
+            shared.panicked.store(true, Ordering::SeqCst);
+        }
+        if shared.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+            drop(shared.sleep.lock().unwrap_or_else(|p| p.into_inner()));
+            shared.done.notify_all();
+        }
+    }
+}
+
+/// The next unclaimed part of `job`, if `job` is still the current job and has one left.
+fn claim(shared: &Shared, job: &Job) -> Option<usize> {
+    let mut current = shared.claims.load(Ordering::SeqCst);
+    loop {
+        let (epoch, next) = (current >> 32, (current & EPOCH_BITS) as usize);
+        if epoch != job.epoch & EPOCH_BITS || next >= job.parts {
+            return None;
+        }
+        match shared.claims.compare_exchange_weak(current, current + 1, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return Some(next),
+            Err(seen) => current = seen,
+        }
+    }
+}
+
+/// Waits, when dropped, until every part of the current job has finished.
 struct Wait<'a>(&'a Shared);
 
 impl Drop for Wait<'_> {
@@ -191,25 +229,17 @@ impl Drop for Wait<'_> {
     }
 }
 
-/// A helper's life: wait for a new epoch, run its part of the job (if it has one), report.
-fn helper(shared: &Shared, index: usize) {
-    let (mut seen, mut last_run) = (0, 0);
+/// A helper's life: wait for a new epoch, claim and run parts of its job while any is left.
+fn helper(shared: &Shared) {
+    let mut seen = 0;
     loop {
         seen = next_epoch(shared, seen);
         if shared.stop.load(Ordering::SeqCst) {
             return;
         }
         let job = *shared.job.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(job) = job.filter(|job| job.epoch > last_run && index < job.parts) else { continue };
-        last_run = job.epoch;
-        // SAFETY: the caller keeps the closure alive until `remaining` reaches 0, which
-        // needs this helper's decrement below.
-        if catch_unwind(AssertUnwindSafe(|| unsafe { (*job.task)(index) })).is_err() {
-            shared.panicked.store(true, Ordering::SeqCst);
-        }
-        if shared.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
-            drop(shared.sleep.lock().unwrap_or_else(|p| p.into_inner()));
-            shared.done.notify_all();
+        if let Some(job) = job {
+            run_claimed(shared, &job);
         }
     }
 }
