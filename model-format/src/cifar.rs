@@ -195,8 +195,25 @@ impl Records {
     }
 }
 
+/// Largest record file read: an official batch file is 30,730,000 bytes (10,000 records).
+/// The cap stops a wrong path (a disk image, a link to `/dev/zero`) from being read whole.
+pub const MAX_RECORD_FILE_BYTES: u64 = 64 << 20;
+
+/// The length of a record file, refused before any read when it is not a regular file or
+/// is larger than [`MAX_RECORD_FILE_BYTES`].
 fn file_len(path: &Path) -> Result<u64, DataError> {
     match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => Err(DataError::Io {
+            path: path.into(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+        }),
+        Ok(meta) if meta.len() > MAX_RECORD_FILE_BYTES => Err(DataError::Io {
+            path: path.into(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} bytes, more than the {MAX_RECORD_FILE_BYTES}-byte limit for a record file", meta.len()),
+            ),
+        }),
         Ok(meta) => Ok(meta.len()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(DataError::MissingFile { path: path.into() }),
         Err(source) => Err(DataError::Io { path: path.into(), source }),
@@ -306,6 +323,20 @@ mod tests {
 
     fn records(labels: &[u8]) -> Vec<u8> {
         labels.iter().flat_map(|&l| std::iter::once(l).chain((0..IMAGE_LEN).map(|i| (i % 251) as u8))).collect()
+    }
+
+    #[test]
+    fn endless_or_oversize_record_files_are_refused_unread() {
+        let err = Records::read_file("/dev/zero").unwrap_err().to_string();
+        assert_eq!(err, "/dev/zero: not a regular file");
+        let dir = std::env::temp_dir().join(format!("cifar-cap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big.bin");
+        // Sparse: the size is announced without writing (or reading) the bytes.
+        std::fs::File::create(&big).unwrap().set_len(MAX_RECORD_FILE_BYTES + RECORD_LEN as u64).unwrap();
+        let err = Records::read_file(&big).unwrap_err().to_string();
+        assert!(err.contains("more than the 67108864-byte limit"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

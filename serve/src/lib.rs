@@ -25,6 +25,7 @@
 
 mod admission;
 mod api_error;
+mod app;
 mod batcher;
 mod binary;
 mod connection;
@@ -56,9 +57,9 @@ pub use protocol::{
     PROBABILITIES_OUTPUT,
 };
 
+use app::App;
 use connection::{Connection, GuardedListener};
 use infer::Engine;
-use routes::App;
 
 /// Everything the server needs besides the engine.
 #[derive(Debug, Clone)]

@@ -10,8 +10,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::api_error::ApiError;
+use super::app::App;
 use super::connection;
-use super::routes::App;
 
 /// Route templates used as metric labels (a bounded set, whatever paths clients send).
 const ROUTES: [&str; 14] = [

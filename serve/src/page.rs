@@ -4,10 +4,7 @@
 //! build step, no CDN, works offline. It classifies through the plain image endpoint
 //! (`POST /classify`), the same code path as every other client.
 
-use std::sync::Arc;
-
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -15,7 +12,6 @@ use serde_json::json;
 
 use model_format::weights::Metadata;
 
-use super::routes::App;
 use super::ServeConfig;
 
 /// The page, as served.
@@ -102,11 +98,13 @@ pub async fn index() -> Response {
     response
 }
 
-/// `GET /model-card`: model name, backend, the weights' metadata and the batch settings.
-pub async fn model_card(State(app): State<Arc<App>>) -> Response {
-    let mut response = app.page.card_json.clone().into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+impl Page {
+    /// `GET /model-card`: model name, backend, the weights' metadata and the batch settings.
+    pub fn model_card(&self) -> Response {
+        let mut response = self.card_json.clone().into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The HTTP routes and their handlers.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -17,67 +17,19 @@ use model_format::NUM_CLASSES;
 
 use super::admission::{self, Admission};
 use super::api_error::ApiError;
-use super::batcher::{Batcher, SubmitError};
+use super::app::App;
 use super::binary::HEADER_LENGTH;
-use super::inference::{checked_logits, decode_request, encode_response, preprocess_images};
-use super::limits::{Limits, SMALL_BODY_BYTES};
-use super::metrics::Metrics;
+use super::inference::{decode_request, encode_response, preprocess_images};
+use super::limits::SMALL_BODY_BYTES;
 use super::observe;
-use super::page::{self, Page};
-use super::protocol::{ModelMetadata, MODEL_VERSION};
+use super::page;
+use super::protocol::ModelMetadata;
 use infer::image_input::decode_hwc;
 use infer::prediction::Prediction;
 use infer::InferError;
 
 /// Classes returned by the image endpoint when `top_k` is not given.
 const DEFAULT_TOP_K: usize = 5;
-
-/// What every handler shares.
-pub struct App {
-    pub model_name: String,
-    pub backend: &'static str,
-    pub class_names: Arc<[String]>,
-    pub limits: Limits,
-    pub batcher: Batcher,
-    pub metrics: Arc<Metrics>,
-    pub log_requests: bool,
-    /// False once shutdown has begun.
-    pub ready: AtomicBool,
-    /// The browser page's model card.
-    pub page: Page,
-}
-
-impl App {
-    fn check_model(&self, name: &str) -> Result<(), ApiError> {
-        if name == self.model_name {
-            Ok(())
-        } else {
-            Err(ApiError::not_found(format!("unknown model '{name}': this server serves '{}'", self.model_name)))
-        }
-    }
-
-    fn check_version(&self, name: &str, version: &str) -> Result<(), ApiError> {
-        self.check_model(name)?;
-        if version == MODEL_VERSION {
-            Ok(())
-        } else {
-            Err(ApiError::not_found(format!("model '{name}' has no version '{version}' (only '{MODEL_VERSION}')")))
-        }
-    }
-
-    /// Runs preprocessed inputs through the batcher; logits back.
-    async fn logits(&self, inputs: Vec<f32>, images: usize) -> Result<Vec<f32>, ApiError> {
-        let receiver = self.batcher.submit(inputs, images).map_err(|e| match e {
-            SubmitError::TooLarge { .. } => ApiError::bad_request(e.to_string()),
-            SubmitError::Overloaded { .. } | SubmitError::Closed => ApiError::unavailable(e.to_string()),
-        })?;
-        match receiver.await {
-            Ok(Ok(logits)) => checked_logits(logits),
-            Ok(Err(why)) => Err(ApiError::internal(why)),
-            Err(_) => Err(ApiError::unavailable("the engine stopped before answering")),
-        }
-    }
-}
 
 /// The router: KServe v2 routes, the image endpoint and `/metrics`.
 pub fn router(app: Arc<App>) -> Router {
@@ -96,13 +48,17 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/classify", post(classify))
         .route("/metrics", get(metrics))
         .route("/", get(page::index))
-        .route("/model-card", get(page::model_card))
+        .route("/model-card", get(model_card))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(Arc::new(Admission::new(&app.limits)), admission::admit))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), observe::observe))
         .with_state(app)
+}
+
+async fn model_card(State(app): State<Arc<App>>) -> Response {
+    app.page.model_card()
 }
 
 async fn server_metadata() -> Json<serde_json::Value> {

@@ -135,11 +135,6 @@ pub fn tensors_to_values(tensors: &[Tensor]) -> Result<Vec<Vec<f32>>, TrainError
     tensors.iter().map(|t| Ok(Vec::<f32>::try_from(&t.f_to_device(Device::Cpu)?.detach().flatten(0, -1))?)).collect()
 }
 
-/// The number of trainable values in a network (for the startup banner).
-pub fn parameter_count() -> usize {
-    arch::PARAM_COUNT
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
