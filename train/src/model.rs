@@ -2,7 +2,7 @@
 //! weights file's tensors (`"conv1.weight"`, …), the tutorial's seeded initialisation, and
 //! the forward pass of [`model_format::arch::LAYERS`].
 
-use model_format::arch::{self, LAYERS, TENSORS};
+use model_format::arch::{LAYERS, TENSORS};
 use model_format::init::initial_tensors;
 use model_format::{Metadata, Weights};
 use tch::nn::VarStore;
