@@ -220,7 +220,7 @@ mod tests {
         let without_lrn = tch::no_grad(|| {
             LAYERS
                 .iter()
-                .filter(|(_, layer)| !matches!(layer, arch::Layer::Lrn(_)))
+                .filter(|(_, layer)| !matches!(layer, model_format::arch::Layer::Lrn(_)))
                 .fold(xs.shallow_clone(), |x, (_, layer)| layers::apply(layer, &x, net.params()))
         });
         let lrn_effect = relative_difference(&flat(&without_lrn), &reference);
