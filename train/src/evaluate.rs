@@ -49,6 +49,11 @@ impl EvalSet {
 
     /// Fraction of examples whose top logit is the label.
     pub fn precision_at_1(&self, net: &Net) -> Result<f64, TrainError> {
+        self.precision_at_1_reporting(net, |_, _| {})
+    }
+
+    /// Like [`EvalSet::precision_at_1`], calling `report(done, total)` after each batch.
+    pub fn precision_at_1_reporting(&self, net: &Net, mut report: impl FnMut(usize, usize)) -> Result<f64, TrainError> {
         let n = self.len() as i64;
         let device = net.device();
         let mut correct = 0i64;
@@ -61,6 +66,7 @@ impl EvalSet {
                 let predicted = net.forward(&xs).f_argmax(-1, false)?;
                 correct += predicted.f_eq_tensor(&ys)?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
                 start += len;
+                report(start as usize, n as usize);
             }
             Ok(())
         })?;
@@ -70,6 +76,22 @@ impl EvalSet {
     /// Precision@1 of a set of weights (flat, `TENSORS` order) on `device`.
     pub fn precision_of(&self, values: &[Vec<f32>], device: Device) -> Result<f64, TrainError> {
         self.precision_at_1(&Net::from_values(values, device)?)
+    }
+
+    /// Like [`EvalSet::precision_of`], showing progress on stderr: one line redrawn in place on
+    /// a terminal, one plain line per batch in a log.
+    pub fn precision_of_showing_progress(&self, values: &[Vec<f32>], device: Device) -> Result<f64, TrainError> {
+        use std::io::{IsTerminal, Write};
+        let terminal = std::io::stderr().is_terminal();
+        let precision = self.precision_at_1_reporting(&Net::from_values(values, device)?, |done, total| {
+            let line = format!("measuring precision@1: {done}/{total} images ({}%)", 100 * done / total.max(1));
+            let mut err = std::io::stderr().lock();
+            let _ = if terminal { write!(err, "\r{line}") } else { writeln!(err, "{line}") };
+        })?;
+        if terminal {
+            eprintln!();
+        }
+        Ok(precision)
     }
 }
 
@@ -91,5 +113,10 @@ mod tests {
         values[SOFTMAX_BIAS][3] = 1.0;
         assert_eq!(set.len(), 5);
         assert_eq!(set.precision_of(&values, Device::Cpu).unwrap(), 0.6);
+        let mut reports = Vec::new();
+        let net = Net::from_values(&values, Device::Cpu).unwrap();
+        let precision = set.precision_at_1_reporting(&net, |done, total| reports.push((done, total))).unwrap();
+        assert_eq!(precision, 0.6);
+        assert_eq!(reports, [(5, 5)], "one report per batch, the last one complete");
     }
 }

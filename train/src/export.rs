@@ -25,7 +25,7 @@ pub fn to_weights(
         WeightsKind::Averaged => checkpoint.ema.clone(),
         WeightsKind::Raw => checkpoint.raw.clone(),
     };
-    let precision = test.precision_of(&values, device)?;
+    let precision = test.precision_of_showing_progress(&values, device)?;
     let mut metadata = Metadata {
         step: Some(checkpoint.step),
         ema_decay: (kind == WeightsKind::Averaged).then_some(checkpoint.schedule.moving_average_decay),
