@@ -6,7 +6,7 @@
 //! 1,728 input values), and training keeps about that much for the backward pass, plus
 //! pooling indices, LRN intermediates and gradient buffers. Measured with libtorch 2.11 on
 //! the CPU (peak RSS at batches 1,024 and 4,096, the slope), a step takes 1.35× the
-//! activations' bytes per example; [`BYTES_PER_EXAMPLE`] uses 1.5× for a margin.
+//! activations' bytes per example; [`bytes_per_example`] uses 1.5× for a margin.
 //!
 //! CUDA memory cannot be queried through tch, so the check covers what lives in host
 //! memory (CPU towers and the input queue); a CUDA tower that runs out of memory stops the
