@@ -186,10 +186,6 @@ fn batch_totals(addr: SocketAddr) -> (f64, f64) {
 }
 
 fn main() {
-    // As `cifar10 serve` does: one thread per engine run, parallelism across workers.
-    if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
-        std::env::set_var("MATMUL_NUM_THREADS", "1");
-    }
     let budget = env_or("SERVE_LOAD_REQUESTS", 2_000);
     let cap = Duration::from_secs(env_or("SERVE_LOAD_SECONDS", 15));
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
