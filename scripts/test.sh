@@ -22,6 +22,6 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --lib --no-deps --all-features --l
 echo "test.sh: the edge build (infer without default features)"
 cargo build -p infer --no-default-features --locked --quiet
 echo "test.sh: tests"
-cargo test --workspace --all-features --locked
+cargo test --workspace --all-features --locked --no-fail-fast
 echo "test.sh: the Python module (pytest; it loads the libcifar10.so that cargo test built)"
 .venv/bin/python -m pytest infer-py/tests -q
