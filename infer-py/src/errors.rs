@@ -18,10 +18,23 @@ pub(crate) fn to_py(e: InferError) -> PyErr {
 }
 
 pub(crate) fn weights_to_py(e: &WeightsError) -> PyErr {
+    if not_a_file(e) {
+        return PyOSError::new_err(e.to_string());
+    }
     match io_error(e) {
         Some(io) if io.kind() == std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(e.to_string()),
         Some(_) => PyOSError::new_err(e.to_string()),
         None => PyValueError::new_err(e.to_string()),
+    }
+}
+
+/// Whether the path names a folder, device or FIFO rather than a file (an `OSError`, as
+/// Python's own `open` would raise).
+fn not_a_file(e: &WeightsError) -> bool {
+    match e {
+        WeightsError::NotRegularFile { .. } => true,
+        WeightsError::InFile { source, .. } => not_a_file(source),
+        _ => false,
     }
 }
 
