@@ -5,10 +5,10 @@ Triton's binary extension), with the load generator in this separate process.
 
 It starts the server (1 engine worker, 1 thread, no request log), sends REQUESTS one-image
 requests one after another over one keep-alive connection, and reads the server process's
-CPU time (utime + stime from /proc/PID/stat) before and after. The engine's share is measured
-the same way with the engine alone: `cifar10 eval` on the same number of images at batch 1,
-minus its start-up (an eval of one image). Overhead per request = server CPU / requests −
-engine CPU / image.
+CPU time (utime + stime from /proc/PID/stat) before and after, and prints it per request.
+The engine's share is measured apart, with the engine alone (README:
+`/usr/bin/time cifar10 eval --threads 1 --batch-size 1` on the 1,000-image sample); the
+server's own overhead per request is the difference.
 """
 
 import http.client
