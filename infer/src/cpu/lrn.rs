@@ -3,8 +3,8 @@
 
 use model_format::arch::Lrn;
 
-use super::kernel::{Kernel, Part};
-use super::workers::{SharedChunks, Team};
+use super::kernel::Kernel;
+use super::workers::{ChannelStep, Channels, SharedChunks, Team};
 
 /// Pixels whose window sums are kept on the stack at once.
 const BLOCK: usize = 64;
@@ -63,20 +63,10 @@ impl LrnStep {
     }
 }
 
-/// A range of output channels: one part of [`LrnStep::run`].
-struct Channels<'a> {
-    step: &'a LrnStep,
-    input: &'a [f32],
-    out: SharedChunks<'a, f32>,
-    per_part: usize,
-}
-
-impl Part for Channels<'_> {
+impl ChannelStep for LrnStep {
     #[inline(always)]
-    fn run(&self, i: usize) {
-        // SAFETY: each part index runs once, so each chunk is borrowed once.
-        let out = unsafe { self.out.get(i) };
-        self.step.channels(self.input, i * self.per_part, out);
+    fn channels(&self, input: &[f32], first: usize, out: &mut [f32]) {
+        LrnStep::channels(self, input, first, out)
     }
 }
 

@@ -3,8 +3,8 @@
 
 use model_format::arch::MaxPool;
 
-use super::kernel::{Kernel, Part};
-use super::workers::{SharedChunks, Team};
+use super::kernel::Kernel;
+use super::workers::{ChannelStep, Channels, SharedChunks, Team};
 
 #[derive(Debug, Clone)]
 pub(crate) struct PoolStep {
@@ -73,20 +73,10 @@ impl PoolStep {
     }
 }
 
-/// A range of output channels: one part of [`PoolStep::run`].
-struct Channels<'a> {
-    step: &'a PoolStep,
-    input: &'a [f32],
-    out: SharedChunks<'a, f32>,
-    per_part: usize,
-}
-
-impl Part for Channels<'_> {
+impl ChannelStep for PoolStep {
     #[inline(always)]
-    fn run(&self, i: usize) {
-        // SAFETY: each part index runs once, so each chunk is borrowed once.
-        let out = unsafe { self.out.get(i) };
-        self.step.channels(self.input, i * self.per_part, out);
+    fn channels(&self, input: &[f32], first: usize, out: &mut [f32]) {
+        PoolStep::channels(self, input, first, out)
     }
 }
 

@@ -86,13 +86,25 @@ impl Workers {
             done: Condvar::new(),
         });
         let mut workers = Workers { shared, handles: Vec::new(), busy: Mutex::new(()) };
+        // Each helper says when its thread is up: a thread's start allocates (on the new
+        // thread), and that must be over before the engine is handed out, not fall into a
+        // call that promises to allocate nothing.
+        let (started, up) = std::sync::mpsc::channel();
         for index in 1..threads.max(1) {
             let shared = Arc::clone(&workers.shared);
+            let started = started.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("infer-cpu-{index}"))
-                .spawn(move || helper(&shared))
+                .spawn(move || {
+                    let _ = started.send(());
+                    drop(started);
+                    helper(&shared)
+                })
                 .map_err(|e| InferError::Backend(format!("cannot start CPU engine thread {index}: {e}")))?;
             workers.handles.push(handle);
+        }
+        for _ in &workers.handles {
+            up.recv().map_err(|_| InferError::Backend("a CPU engine thread stopped while starting".into()))?;
         }
         Ok(workers)
     }
@@ -264,6 +276,31 @@ fn next_epoch(shared: &Shared, seen: u64) -> u64 {
             return epoch;
         }
         guard = shared.wake.wait(guard).unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+/// A step whose output channels are computed apart from each other (pooling, LRN), so a team
+/// can share them out.
+pub(crate) trait ChannelStep: Sync {
+    /// Channels `first..` of the output, as many as `out` holds (implementations are
+    /// `#[inline(always)]`, see [`Part::run`]).
+    fn channels(&self, input: &[f32], first: usize, out: &mut [f32]);
+}
+
+/// A range of output channels of a [`ChannelStep`]: one part of its job.
+pub(crate) struct Channels<'a, S> {
+    pub(crate) step: &'a S,
+    pub(crate) input: &'a [f32],
+    pub(crate) out: SharedChunks<'a, f32>,
+    pub(crate) per_part: usize,
+}
+
+impl<S: ChannelStep> Part for Channels<'_, S> {
+    #[inline(always)]
+    fn run(&self, i: usize) {
+        // SAFETY: each part index runs once, so each chunk is borrowed once.
+        let out = unsafe { self.out.get(i) };
+        self.step.channels(self.input, i * self.per_part, out);
     }
 }
 
