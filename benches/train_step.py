@@ -5,13 +5,24 @@ Same model and recipe as the tch trainer: conv5x5-64, relu, max-pool 3x3/2 SAME 
 0.001 over size 9), conv, relu, LRN, pool, fc384, fc192, fc10; mean cross-entropy plus
 0.004 * 1/2 |W|^2 on local3/local4; plain SGD; moving average of every weight.
 
-Prints one JSON line: {"framework", "threads", "batch", "step_seconds": [...]}.
-Run: .venv/bin/python benches/train_step.py --steps 20 --threads 2
+Inputs (--input):
+  fixed  one random batch, reused (compute only);
+  real   the tutorial's distortions on the CIFAR-10 binary files in --data-dir (random 24x24
+         crop, left-right flip, brightness +-63, contrast 0.2-1.8 around each channel's mean,
+         per-image standardisation), shuffled, made by a DataLoader with one worker process
+         (as our trainer's one input thread); a step's time includes waiting for its batch.
+
+Prints one JSON line: {"framework", "input", "threads", "batch", "step_seconds": [...]}.
+Run: .venv/bin/python benches/train_step.py --steps 20 --threads 2 [--input real --data-dir DIR]
 """
 
 import argparse
+import glob
 import json
+import os
 import time
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -47,12 +58,52 @@ class Net(torch.nn.Module):
         return self.softmax_linear(x)
 
 
+class DistortedCifar(torch.utils.data.Dataset):
+    """The training records of the CIFAR-10 binary files, distorted as the tutorial does."""
+
+    def __init__(self, data_dir):
+        files = sorted(glob.glob(os.path.join(data_dir, "data_batch_*.bin")))
+        if not files:
+            raise SystemExit(f"no data_batch_*.bin in {data_dir}")
+        records = np.concatenate([np.fromfile(f, np.uint8).reshape(-1, 3073) for f in files])
+        self.labels = torch.from_numpy(records[:, 0].astype(np.int64))
+        self.images = torch.from_numpy(records[:, 1:].reshape(-1, 3, 32, 32).copy())
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        top, left = np.random.randint(0, 9, size=2)
+        x = self.images[i, :, top:top + 24, left:left + 24].float()
+        if np.random.rand() < 0.5:
+            x = x.flip(2)
+        x = x + float(np.random.uniform(-63, 63))
+        mean = x.mean(dim=(1, 2), keepdim=True)
+        x = (x - mean) * float(np.random.uniform(0.2, 1.8)) + mean
+        x = (x - x.mean()) / max(x.std(unbiased=False).item(), 1 / np.sqrt(x.numel()))
+        return x, self.labels[i]
+
+
+def batches(args):
+    """Endless (images, labels) batches: the fixed one, or the real pipeline's."""
+    if args.input == "fixed":
+        images, labels = torch.randn(args.batch, 3, 24, 24), torch.randint(0, 10, (args.batch,))
+        while True:
+            yield images, labels
+    loader = torch.utils.data.DataLoader(DistortedCifar(args.data_dir), batch_size=args.batch, shuffle=True,
+                                         drop_last=True, num_workers=1, persistent_workers=True, prefetch_factor=4)
+    while True:
+        yield from loader
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--input", choices=["fixed", "real"], default="fixed")
+    parser.add_argument("--data-dir", default="../shared/cifar10/cifar-10-batches-bin")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -61,12 +112,12 @@ def main():
     params = list(net.parameters())
     shadow = [p.detach().clone() for p in params]
     optimizer = torch.optim.SGD(params, lr=0.1)
-    images = torch.randn(args.batch, 3, 24, 24)
-    labels = torch.randint(0, 10, (args.batch,))
+    inputs = batches(args)
 
     times = []
     for step in range(args.warmup + args.steps):
         start = time.perf_counter()
+        images, labels = next(inputs)
         optimizer.zero_grad(set_to_none=True)
         logits = net(images)
         loss = F.cross_entropy(logits, labels)
@@ -80,7 +131,7 @@ def main():
         loss.item()
         if step >= args.warmup:
             times.append(time.perf_counter() - start)
-    print(json.dumps({"framework": f"PyTorch {torch.__version__}", "threads": args.threads, "batch": args.batch, "step_seconds": times}))
+    print(json.dumps({"framework": f"PyTorch {torch.__version__}", "input": args.input, "threads": args.threads, "batch": args.batch, "step_seconds": times}))
 
 
 if __name__ == "__main__":

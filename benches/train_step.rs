@@ -1,18 +1,32 @@
 //! Training-step time on the CPU at batch 128, 2 threads: our tch trainer's step (forward,
 //! backward, SGD, moving average) beside the same model and recipe in PyTorch
-//! (`benches/train_step.py`, run with `.venv/bin/python`), in one run, as a table.
+//! (`benches/train_step.py`) and in TensorFlow itself with the tutorial's own ops
+//! (`benches/train_step_tf.py`), in one run, alternated, as one table.
 //!
-//! `cargo bench --bench train_step` (env: `TRAIN_BENCH_STEPS`, default 30, in
-//! `TRAIN_BENCH_ROUNDS` alternating rounds, default 3;
-//! `TRAIN_BENCH_PYTHON`, default `.venv/bin/python`).
+//! Each implementation gets two rows:
+//! - **fixed batch**: one random batch reused, so the row is the compute alone;
+//! - **real input**: the tutorial's distorted batches made from the CIFAR-10 training files
+//!   while the steps run (ours: the trainer's own input thread; PyTorch: a `DataLoader` with
+//!   one worker; TensorFlow: a `tf.data` pipeline), a step's time including any wait for its
+//!   batch. This is the row to compare with the trainer's logged `sec/batch`.
+//!
+//! `cargo bench --bench train_step`. Environment: `TRAIN_BENCH_STEPS` (default 30) split into
+//! `TRAIN_BENCH_ROUNDS` alternating rounds (default 3); `TRAIN_BENCH_PYTHON` (default
+//! `.venv/bin/python`, PyTorch); `TRAIN_BENCH_TF_PYTHON` (default `.venv/peers/bin/python`,
+//! TensorFlow, from the optional `scripts/setup-bench-peers.sh`); `CIFAR10_DATA_DIR` (default
+//! `../shared/cifar10/cifar-10-batches-bin`). A row that cannot run says why.
 
+use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Instant;
 
 use model_format::arch::{INPUT_CHANNELS, INPUT_SIZE};
+use model_format::cifar::{Dataset, Records};
 use model_format::init::initial_tensors;
 use tch::{Device, Kind, Tensor};
 use train::ema::MovingAverage;
+use train::inputs::InputQueue;
 use train::towers::Towers;
 
 const BATCH: i64 = 128;
@@ -23,124 +37,218 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// Our trainer's step (towers, SGD, moving average) on a fixed random batch.
+#[derive(Clone, Copy, PartialEq)]
+enum Input {
+    Fixed,
+    Real,
+}
+
+impl Input {
+    fn flag(self) -> &'static str {
+        match self {
+            Input::Fixed => "fixed",
+            Input::Real => "real",
+        }
+    }
+}
+
+/// Our trainer's step (towers, SGD, moving average), fed a fixed batch or by the trainer's
+/// input pipeline.
 struct Ours {
-    images: Tensor,
-    labels: Tensor,
+    fixed: (Tensor, Tensor),
+    records: Option<Arc<Records>>,
     towers: Towers,
     ema: MovingAverage,
     step: u64,
 }
 
 impl Ours {
-    fn new() -> Ours {
+    fn new(records: Option<Arc<Records>>) -> Ours {
         tch::set_num_threads(THREADS);
         tch::manual_seed(0);
-        let images = Tensor::randn(
-            [BATCH, INPUT_CHANNELS as i64, INPUT_SIZE as i64, INPUT_SIZE as i64],
-            (Kind::Float, Device::Cpu),
+        let shape = [BATCH, INPUT_CHANNELS as i64, INPUT_SIZE as i64, INPUT_SIZE as i64];
+        let fixed = (
+            Tensor::randn(shape, (Kind::Float, Device::Cpu)),
+            Tensor::randint(10, [BATCH], (Kind::Int64, Device::Cpu)),
         );
-        let labels = Tensor::randint(10, [BATCH], (Kind::Int64, Device::Cpu));
         let towers = Towers::new(&initial_tensors(0), &[Device::Cpu], 1).expect("cpu tower");
         let ema = MovingAverage::new(towers.master().params(), 0.9999);
-        Ours { images, labels, towers, ema, step: 0 }
+        Ours { fixed, records, towers, ema, step: 0 }
     }
 
     /// Seconds per step for `steps` steps after the warm-up.
-    fn run(&mut self, steps: usize) -> Vec<f64> {
+    fn run(&mut self, input: Input, steps: usize) -> Result<Vec<f64>, String> {
+        let mut queue = match input {
+            Input::Fixed => None,
+            Input::Real => {
+                let records = self.records.clone().ok_or("no training data")?;
+                // As the trainer runs it: one input thread, batches queued ahead.
+                Some(InputQueue::start(records, 1, BATCH as usize, self.step, (1, 4), None))
+            }
+        };
         let mut times = Vec::with_capacity(steps);
         for i in 0..WARMUP + steps {
             let start = Instant::now();
-            let out = self.towers.compute(&self.images, &self.labels, false).expect("step");
+            let batch = queue.as_mut().map(|q| q.next_batch().expect("input batch"));
+            let (images, labels) = batch.as_ref().map_or((&self.fixed.0, &self.fixed.1), |b| (&b.images, &b.labels));
+            let out = self.towers.compute(images, labels, false).expect("step");
             self.towers.apply(&out.gradients, 0.1).expect("update");
+            self.step += 1;
             self.ema.update(self.towers.master().params(), self.step).expect("ema");
             // The trainer reads the loss back only at log steps; here every step, as the
-            // PyTorch script's `loss.item()` does, so that both time complete steps.
+            // Python scripts' `loss.item()`/`.numpy()` do, so that all time complete steps.
             out.total_loss.double_value(&[]);
-            self.step += 1;
             if i >= WARMUP {
                 times.push(start.elapsed().as_secs_f64());
             }
         }
-        times
+        Ok(times)
     }
 }
 
-/// The PyTorch script's step times, or why there are none.
-fn pytorch(steps: usize) -> Result<(String, Vec<f64>), String> {
-    let python: String = env_or("TRAIN_BENCH_PYTHON", ".venv/bin/python".to_string());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/train_step.py");
-    let output = Command::new(&python)
-        .args([script, "--steps", &steps.to_string(), "--warmup", &WARMUP.to_string()])
+/// A Python implementation's name (with its version) and step times, or why there are none.
+fn python(
+    python: &str,
+    script: &str,
+    input: Input,
+    steps: usize,
+    data_dir: &str,
+) -> Result<(String, Vec<f64>), String> {
+    let script = format!("{}/benches/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new(python)
+        .args([&script, "--steps", &steps.to_string(), "--warmup", &WARMUP.to_string()])
         .args(["--batch", &BATCH.to_string(), "--threads", &THREADS.to_string()])
+        .args(["--input", input.flag(), "--data-dir", data_dir])
         .output()
         .map_err(|e| format!("{python}: {e}"))?;
     if !output.status.success() {
-        return Err(format!("{python} {script} failed: {}", String::from_utf8_lossy(&output.stderr)));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(format!("{script} failed: {}", stderr.lines().last().unwrap_or("")));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout.lines().last().ok_or("no output")?;
     let json: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("bad output {line:?}: {e}"))?;
-    let name = json["framework"].as_str().unwrap_or("PyTorch").to_string();
-    let times = json["step_seconds"].as_array().ok_or("no step_seconds")?.iter().filter_map(|v| v.as_f64()).collect();
-    Ok((name, times))
+    let name = json["framework"].as_str().ok_or("no framework")?.to_string();
+    Ok((name, json["step_seconds"].as_array().ok_or("no step_seconds")?.iter().filter_map(|v| v.as_f64()).collect()))
 }
 
-fn median(times: &[f64]) -> f64 {
-    let mut sorted = times.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
+#[derive(Clone, Copy, PartialEq)]
+enum Implementation {
+    Ours,
+    PyTorch,
+    TensorFlow,
 }
 
-fn row(name: &str, times: &[f64]) {
-    let med = median(times);
-    let min = times.iter().copied().fold(f64::INFINITY, f64::min);
-    println!(
-        "| {name:<28} | {:>9.1} | {:>9.1} | {:>12.1} | {:>8.2} |",
-        med * 1e3,
-        min * 1e3,
-        BATCH as f64 / med,
-        1.0 / med
-    );
+/// One row of the table: an implementation on one kind of input, its times or why it is absent.
+struct Row {
+    implementation: Implementation,
+    name: String,
+    input: Input,
+    times: Vec<f64>,
+    absent: Option<String>,
+}
+
+impl Row {
+    fn record(&mut self, result: Result<(String, Vec<f64>), String>) {
+        match result {
+            Ok((name, times)) => {
+                self.name = name;
+                self.times.extend(times);
+            }
+            Err(why) => self.absent = Some(why),
+        }
+    }
+
+    fn median(&self) -> Option<f64> {
+        let mut sorted = self.times.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted.get(sorted.len() / 2).copied()
+    }
 }
 
 fn main() {
     let steps: usize = env_or("TRAIN_BENCH_STEPS", 30);
     let rounds: usize = env_or("TRAIN_BENCH_ROUNDS", 3).max(1);
     let per_round = steps.div_ceil(rounds);
+    let torch_python: String = env_or("TRAIN_BENCH_PYTHON", ".venv/bin/python".to_string());
+    let tf_python: String = env_or("TRAIN_BENCH_TF_PYTHON", ".venv/peers/bin/python".to_string());
+    let data_dir = model_format::cifar::resolve_data_dir(None).unwrap_or_else(|| PathBuf::from("(none)"));
+    let records = Dataset::open(&data_dir).and_then(|d| d.train()).map(Arc::new);
+    let data_dir = data_dir.display().to_string();
     println!(
-        "training step, batch {BATCH}, CPU, {THREADS} threads: {rounds} alternating rounds of {per_round} steps each (after {WARMUP} warm-up steps per round)"
+        "training step, batch {BATCH}, CPU, {THREADS} threads: {rounds} alternating rounds of {per_round} steps each \
+         (after {WARMUP} warm-up steps per round); real input from {data_dir}"
     );
-    // Alternating rounds spread any load from other processes over both implementations.
-    let mut ours = Ours::new();
-    let (mut our_times, mut torch_times, mut torch_name, mut torch_error) =
-        (Vec::new(), Vec::new(), String::new(), None);
-    for _ in 0..rounds {
-        our_times.extend(ours.run(per_round));
-        match pytorch(per_round) {
-            Ok((name, times)) => {
-                torch_name = name;
-                torch_times.extend(times);
-            }
-            Err(why) => torch_error = Some(why),
+    let mut ours = Ours::new(records.as_ref().ok().cloned());
+    let implementations = [
+        (Implementation::Ours, "cifar10-train (tch)"),
+        (Implementation::PyTorch, "PyTorch"),
+        (Implementation::TensorFlow, "TensorFlow"),
+    ];
+    let mut rows: Vec<Row> = implementations
+        .iter()
+        .flat_map(|&(implementation, name)| {
+            [Input::Fixed, Input::Real].map(|input| Row {
+                implementation,
+                name: name.to_string(),
+                input,
+                times: Vec::new(),
+                absent: None,
+            })
+        })
+        .collect();
+    if let Err(e) = &records {
+        for row in rows.iter_mut().filter(|r| r.input == Input::Real) {
+            row.absent = Some(format!("no training data: {e}"));
         }
     }
-    println!(
-        "| {:<28} | {:>9} | {:>9} | {:>12} | {:>8} |",
-        "implementation", "median ms", "min ms", "examples/s", "steps/s"
-    );
-    println!("|{}|{}|{}|{}|{}|", "-".repeat(30), "-".repeat(11), "-".repeat(11), "-".repeat(14), "-".repeat(10));
-    row("cifar10-train (tch 0.24)", &our_times);
-    if !torch_times.is_empty() {
-        row(&torch_name, &torch_times);
-        println!(
-            "ours / PyTorch step time: median {:.2}, min {:.2} (goal: <= 1)",
-            median(&our_times) / median(&torch_times),
-            our_times.iter().copied().fold(f64::INFINITY, f64::min)
-                / torch_times.iter().copied().fold(f64::INFINITY, f64::min)
-        );
+    // Alternating rounds spread any load from other processes over every implementation.
+    for _ in 0..rounds {
+        for row in rows.iter_mut().filter(|r| r.absent.is_none()) {
+            let result = match row.implementation {
+                Implementation::Ours => ours.run(row.input, per_round).map(|times| (row.name.clone(), times)),
+                Implementation::PyTorch => python(&torch_python, "train_step.py", row.input, per_round, &data_dir),
+                Implementation::TensorFlow if !std::path::Path::new(&tf_python).exists() => {
+                    Err(format!("{tf_python} absent (scripts/setup-bench-peers.sh makes it)"))
+                }
+                Implementation::TensorFlow => python(&tf_python, "train_step_tf.py", row.input, per_round, &data_dir),
+            };
+            row.record(result);
+        }
     }
-    if let Some(why) = torch_error {
-        println!("PyTorch: not run ({why})");
+    print_table(&rows);
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "| {:<26} | {:<11} | {:>9} | {:>9} | {:>10} | {:>14} |",
+        "implementation", "input", "median ms", "min ms", "examples/s", "ours / this"
+    );
+    println!(
+        "|{}|{}|{}|{}|{}|{}|",
+        "-".repeat(28),
+        "-".repeat(13),
+        "-".repeat(11),
+        "-".repeat(11),
+        "-".repeat(12),
+        "-".repeat(16)
+    );
+    for row in rows {
+        let label = if row.input == Input::Fixed { "fixed batch" } else { "real input" };
+        let Some(median) = row.median().filter(|_| row.absent.is_none()) else {
+            println!("| {:<26} | {label:<11} | not run: {}", row.name, row.absent.as_deref().unwrap_or("no times"));
+            continue;
+        };
+        let min = row.times.iter().copied().fold(f64::INFINITY, f64::min);
+        // Our step time over this implementation's, on the same kind of input (goal: <= 1).
+        let ours = rows[if row.input == Input::Fixed { 0 } else { 1 }].median();
+        let ratio = ours.map_or("-".to_string(), |o| format!("{:.2}", o / median));
+        println!(
+            "| {:<26} | {label:<11} | {:>9.1} | {:>9.1} | {:>10.0} | {ratio:>14} |",
+            row.name,
+            median * 1e3,
+            min * 1e3,
+            BATCH as f64 / median
+        );
     }
 }

@@ -55,20 +55,22 @@ fn ceil_mode_is_same(pool: &MaxPool, n: usize) -> bool {
 }
 
 /// Local response normalisation across channels, TensorFlow's convention:
-/// `x / (bias + alpha · Σ_window x²)^beta`. The window sums are a 1×1 convolution of `x²`
-/// with a band matrix of ones (`|c − c'| ≤ depth_radius`), so edge windows sum only real
-/// channels; on CPU this runs (forward and backward) about 2.5× faster than an average
-/// pool over the channel axis.
+/// `x / (bias + alpha · Σ_window x²)^beta`. `bias + alpha · Σ_window x²` is one 1×1
+/// convolution of `x²` with a band matrix of `alpha`s (`|c − c'| ≤ depth_radius`, so edge
+/// windows sum only real channels) and a constant bias: on CPU that runs (forward and
+/// backward) about 2.5× faster than an average pool over the channel axis, and folding the
+/// scale and offset into it saves two element-wise passes each way. The power is
+/// `exp(−beta · ln(·))`: libtorch's general `pow` (and the `pow` in its gradient) costs more
+/// than `exp` and `ln` together (forward and backward of one LRN at batch 128: 7.6 → 5.9 ms).
 pub fn local_response_norm(xs: &Tensor, lrn: &Lrn) -> Tensor {
     let radius = lrn.depth_radius as i64;
     let channels = xs.size()[1];
-    let band = Tensor::ones([channels, channels], (xs.kind(), xs.device()))
-        .triu(-radius)
-        .tril(radius)
+    let options = (xs.kind(), xs.device());
+    let band = (Tensor::ones([channels, channels], options).triu(-radius).tril(radius) * f64::from(lrn.alpha))
         .view([channels, channels, 1, 1]);
-    let window_sum = xs.square().conv2d(&band, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
-    let denominator = (window_sum * f64::from(lrn.alpha) + f64::from(lrn.bias)).pow_tensor_scalar(-f64::from(lrn.beta));
-    xs * denominator
+    let offset = Tensor::full([channels], f64::from(lrn.bias), options);
+    let base = xs.square().conv2d(&band, Some(&offset), [1, 1], [0, 0], [1, 1], 1);
+    xs * (base.log() * -f64::from(lrn.beta)).exp()
 }
 
 /// `y = x·Wᵀ + b` with `W` stored `[out, in]`.
