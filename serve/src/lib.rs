@@ -29,6 +29,7 @@ mod app;
 mod batcher;
 mod binary;
 mod connection;
+mod cpu_time;
 mod inference;
 pub mod limits;
 mod metrics;

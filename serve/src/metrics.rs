@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::cpu_time::helper_threads_cpu;
+
 /// Upper bounds (seconds) of the request latency histogram buckets.
 const LATENCY_BUCKETS: [f64; 14] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0];
 
@@ -57,6 +59,8 @@ pub struct Metrics {
     queued_images: AtomicU64,
     in_flight: AtomicU64,
     images: AtomicU64,
+    /// CPU time of the engine calls on the engine workers' own threads, in nanoseconds.
+    engine_cpu_nanos: AtomicU64,
 }
 
 impl Metrics {
@@ -76,6 +80,7 @@ impl Metrics {
             queued_images: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             images: AtomicU64::new(0),
+            engine_cpu_nanos: AtomicU64::new(0),
         }
     }
 
@@ -92,6 +97,11 @@ impl Metrics {
     pub fn record_batch(&self, images: usize) {
         lock(&self.batch_sizes).observe(images as f64);
         self.images.fetch_add(images as u64, Ordering::Relaxed);
+    }
+
+    /// Adds the CPU time one engine call took on the thread that made it.
+    pub fn add_engine_cpu(&self, cpu: Duration) {
+        self.engine_cpu_nanos.fetch_add(cpu.as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// Sets the number of images waiting for the engine.
@@ -141,6 +151,13 @@ impl Metrics {
         out.push_str("# HELP cifar10_images_total Images classified by the engine.\n");
         out.push_str("# TYPE cifar10_images_total counter\n");
         let _ = writeln!(out, "cifar10_images_total {}", self.images.load(Ordering::Relaxed));
+        out.push_str(
+            "# HELP cifar10_engine_cpu_seconds_total CPU time of engine calls (the calling threads' and the CPU \
+             engine's helper threads'); the rest of process_cpu_seconds_total is the server's own.\n",
+        );
+        out.push_str("# TYPE cifar10_engine_cpu_seconds_total counter\n");
+        let engine_cpu = Duration::from_nanos(self.engine_cpu_nanos.load(Ordering::Relaxed)) + helper_threads_cpu();
+        let _ = writeln!(out, "cifar10_engine_cpu_seconds_total {}", engine_cpu.as_secs_f64());
         out.push_str("# HELP cifar10_queue_depth_images Images waiting for the engine.\n");
         out.push_str("# TYPE cifar10_queue_depth_images gauge\n");
         let _ = writeln!(out, "cifar10_queue_depth_images {}", self.queued_images.load(Ordering::Relaxed));
