@@ -8,7 +8,10 @@ are added to its command line), sends REQUESTS one-image requests one after anot
 one keep-alive connection, and reads, before and after, the server process's CPU time
 (utime + stime of /proc/PID/stat) and the engine's (`cifar10_engine_cpu_seconds_total` on
 its /metrics: each engine call timed with its thread's CPU clock). Per request it prints
-both and their difference: what the server itself costs around the engine.
+both and their difference: what the server itself costs around the engine; then the CPU of
+each group of the server's threads by name (/proc/PID/task/*/schedstat, in nanoseconds):
+the engine workers' share beyond the engine calls is hand-off (waking, sleeping), the HTTP
+threads' is everything else.
 """
 
 import http.client
@@ -26,6 +29,21 @@ def process_cpu(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def thread_cpu(pid):
+    """CPU seconds of the process's live threads, summed by name with digits dropped
+    (`cifar10-engine-0` and `cifar10-engine-1` are one group, `cifar10-engine`)."""
+    groups = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = re.sub(r"[-_\d]+$", "", f.read().strip())
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                groups[name] = groups.get(name, 0.0) + int(f.read().split()[0]) / 1e9
+        except FileNotFoundError:  # the thread ended meanwhile
+            pass
+    return groups
 
 
 def engine_cpu(connection):
@@ -77,17 +95,19 @@ def main():
         send(200)  # warm-up
         # The process's window holds the engine's (each /metrics read costs the server a
         # little CPU, counted as its own: negligible over thousands of requests).
-        process_before = process_cpu(server.pid)
+        process_before, threads_before = process_cpu(server.pid), thread_cpu(server.pid)
         engine_before, start = engine_cpu(connection), time.perf_counter()
         send(requests)
         wall, engine = time.perf_counter() - start, engine_cpu(connection) - engine_before
-        process = process_cpu(server.pid) - process_before
+        process, threads = process_cpu(server.pid) - process_before, thread_cpu(server.pid)
     finally:
         server.terminate()
         server.wait()
     per = lambda seconds: f"{1e6 * seconds / requests:.0f} µs"
     print(f"server: {requests} requests in {wall:.2f} s; CPU per request: process {per(process)}, "
           f"engine {per(engine)}, server's own {per(process - engine)}")
+    groups = sorted((threads[name] - threads_before.get(name, 0.0), name) for name in threads)
+    print("  by thread: " + ", ".join(f"{name} {per(cpu)}" for cpu, name in reversed(groups) if cpu > 0))
     return (process - engine) / requests
 
 

@@ -48,13 +48,20 @@ impl Histogram {
     }
 }
 
+/// The requests answered on one route.
+#[derive(Debug, Clone)]
+struct RouteStats {
+    /// Status code → requests answered with it.
+    statuses: BTreeMap<u16, u64>,
+    latency: Histogram,
+}
+
 /// Everything `/metrics` reports. Shared by the HTTP layer and the batcher.
 #[derive(Debug)]
 pub struct Metrics {
-    /// (route, status) → requests answered.
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-    /// route → latency histogram.
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    /// Route → its requests: one lock and one lookup per request, and no allocation once the
+    /// route has been seen.
+    routes: Mutex<BTreeMap<String, RouteStats>>,
     batch_sizes: Mutex<Histogram>,
     queued_images: AtomicU64,
     in_flight: AtomicU64,
@@ -74,8 +81,7 @@ impl Metrics {
         }
         bounds.push(max_batch as f64);
         Metrics {
-            requests: Mutex::new(BTreeMap::new()),
-            latency: Mutex::new(BTreeMap::new()),
+            routes: Mutex::new(BTreeMap::new()),
             batch_sizes: Mutex::new(Histogram::new(bounds)),
             queued_images: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
@@ -86,11 +92,16 @@ impl Metrics {
 
     /// Records one answered request.
     pub fn record_request(&self, route: &str, status: u16, latency: Duration) {
-        *lock(&self.requests).entry((route.to_string(), status)).or_insert(0) += 1;
-        lock(&self.latency)
-            .entry(route.to_string())
-            .or_insert_with(|| Histogram::new(LATENCY_BUCKETS.to_vec()))
-            .observe(latency.as_secs_f64());
+        let mut routes = lock(&self.routes);
+        let stats = match routes.get_mut(route) {
+            Some(stats) => stats,
+            None => routes.entry(route.to_string()).or_insert_with(|| RouteStats {
+                statuses: BTreeMap::new(),
+                latency: Histogram::new(LATENCY_BUCKETS.to_vec()),
+            }),
+        };
+        *stats.statuses.entry(status).or_insert(0) += 1;
+        stats.latency.observe(latency.as_secs_f64());
     }
 
     /// Records one engine run over `images` inputs.
@@ -129,12 +140,15 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP cifar10_requests_total HTTP requests answered, by route and status code.\n");
         out.push_str("# TYPE cifar10_requests_total counter\n");
-        let requests = lock(&self.requests).clone();
+        let routes = lock(&self.routes).clone();
         let mut errors = 0;
-        for ((route, status), count) in &requests {
-            let _ = writeln!(out, "cifar10_requests_total{{route=\"{}\",status=\"{status}\"}} {count}", escape(route));
-            if *status >= 400 {
-                errors += count;
+        for (route, stats) in &routes {
+            for (status, count) in &stats.statuses {
+                let _ =
+                    writeln!(out, "cifar10_requests_total{{route=\"{}\",status=\"{status}\"}} {count}", escape(route));
+                if *status >= 400 {
+                    errors += count;
+                }
             }
         }
         out.push_str("# HELP cifar10_request_errors_total HTTP requests answered with a 4xx or 5xx status.\n");
@@ -142,8 +156,8 @@ impl Metrics {
         let _ = writeln!(out, "cifar10_request_errors_total {errors}");
         out.push_str("# HELP cifar10_request_duration_seconds Time from request to response, by route.\n");
         out.push_str("# TYPE cifar10_request_duration_seconds histogram\n");
-        for (route, histogram) in lock(&self.latency).iter() {
-            histogram.write(&mut out, "cifar10_request_duration_seconds", &format!("route=\"{}\"", escape(route)));
+        for (route, stats) in &routes {
+            stats.latency.write(&mut out, "cifar10_request_duration_seconds", &format!("route=\"{}\"", escape(route)));
         }
         out.push_str("# HELP cifar10_batch_size Images per engine run.\n");
         out.push_str("# TYPE cifar10_batch_size histogram\n");

@@ -502,6 +502,25 @@ fn engine_cpu_is_counted_per_request_and_is_part_of_the_process_cpu() {
 }
 
 #[test]
+fn several_http_threads_serve_too() {
+    // One HTTP thread (the default) runs a current-thread runtime; more, a multi-thread one.
+    let server = start(engine(), |c| c.http_threads = 3);
+    let addr = server.addr();
+    assert_eq!(get(addr, "/v2/health/ready").json(), json!({ "ready": true }));
+    let replies: Vec<Value> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..4)
+            .map(|i| s.spawn(move || post_json(addr, "/v2/models/cifar10/infer", &image_request(&image(i), 1)).json()))
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    for (i, reply) in replies.iter().enumerate() {
+        let expected = classifier().classify_hwc(&image(i as u64)).unwrap();
+        assert_eq!(f32s(&output(reply, "logits")["data"]), expected[0].logits);
+    }
+    server.shutdown().unwrap();
+}
+
+#[test]
 fn large_requests_are_served_whole() {
     // 16 images as JSON text (~170 KB): parsed on a blocking thread, one engine batch.
     let server = start(engine(), |_| {});
