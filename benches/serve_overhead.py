@@ -9,9 +9,10 @@ one keep-alive connection, and reads, before and after, the server process's CPU
 (utime + stime of /proc/PID/stat) and the engine's (`cifar10_engine_cpu_seconds_total` on
 its /metrics: each engine call timed with its thread's CPU clock). Per request it prints
 both and their difference: what the server itself costs around the engine; then the CPU of
-each group of the server's threads by name (/proc/PID/task/*/schedstat, in nanoseconds):
-the engine workers' share beyond the engine calls is hand-off (waking, sleeping), the HTTP
-threads' is everything else.
+each group of the server's threads by name (/proc/PID/task/*/schedstat, in nanoseconds),
+with how often per request its threads went to sleep (voluntary context switches, each a
+wake-up later: a count that, unlike CPU time, a busy machine hardly changes): the engine workers' share beyond the
+engine calls is hand-off (waking, sleeping), the HTTP threads' is everything else.
 """
 
 import http.client
@@ -32,17 +33,21 @@ def process_cpu(pid):
 
 
 def thread_cpu(pid):
-    """CPU seconds of the process's live threads, summed by name with digits dropped
-    (`cifar10-engine-0` and `cifar10-engine-1` are one group, `cifar10-engine`)."""
+    """(CPU seconds, times gone to sleep) of the process's live threads, summed by name with
+    digits dropped (`cifar10-engine-0` and `cifar10-engine-1` are one group, `cifar10-engine`)."""
     groups = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/comm") as f:
                 name = re.sub(r"[-_\d]+$", "", f.read().strip())
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                groups[name] = groups.get(name, 0.0) + int(f.read().split()[0]) / 1e9
+                cpu = int(f.read().split()[0]) / 1e9
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                sleeps = next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches:"))
         except FileNotFoundError:  # the thread ended meanwhile
-            pass
+            continue
+        total = groups.get(name, (0.0, 0))
+        groups[name] = (total[0] + cpu, total[1] + sleeps)
     return groups
 
 
@@ -106,8 +111,12 @@ def main():
     per = lambda seconds: f"{1e6 * seconds / requests:.0f} µs"
     print(f"server: {requests} requests in {wall:.2f} s; CPU per request: process {per(process)}, "
           f"engine {per(engine)}, server's own {per(process - engine)}")
-    groups = sorted((threads[name] - threads_before.get(name, 0.0), name) for name in threads)
-    print("  by thread: " + ", ".join(f"{name} {per(cpu)}" for cpu, name in reversed(groups) if cpu > 0))
+    groups = []
+    for name, (cpu, sleeps) in threads.items():
+        cpu_before, sleeps_before = threads_before.get(name, (0.0, 0))
+        groups.append((cpu - cpu_before, (sleeps - sleeps_before) / requests, name))
+    print("  by thread: " + ", ".join(f"{name} {per(cpu)} ({sleeps:.2f} sleeps)"
+                                      for cpu, sleeps, name in sorted(groups, reverse=True) if cpu > 0))
     return (process - engine) / requests
 
 
