@@ -1,6 +1,7 @@
 //! Images per second of the inference engines at batch 1, 16 and 128 with 1 and 2 threads, on
-//! the same weights, beside the machine's measured sgemm peak; our engine's batch-1 latency;
-//! and our convolution product against `matrixmultiply::sgemm`.
+//! the same weights, beside the machine's measured sgemm peak; every engine's single-image
+//! latency (batch 1, 1 thread: p50 and p99 of each call timed alone); and our convolution
+//! product against `matrixmultiply::sgemm`.
 //!
 //! `cargo bench --bench engines` (a few minutes). Weights: `$CIFAR10_MODEL` if set, else
 //! seeded weights (speed does not depend on the values). `BENCH_SECONDS` sets the time spent
@@ -9,7 +10,9 @@
 //!
 //! Peers: tch (libtorch) and ONNX Runtime always; OpenVINO and TFLite (XNNPACK) when the
 //! optional venv of `scripts/setup-bench-peers.sh` exists (`$PEERS_VENV`, default
-//! `.venv/peers`), driven through `benches/peers.py`. A row says why a peer is absent.
+//! `.venv/peers`), driven through `benches/peers.py`. A row says why a peer is absent. The
+//! Python peers' latencies are timed in Python around each call, so they include the binding's
+//! call overhead (about a microsecond), as a Python caller would see it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -29,6 +32,8 @@ const THREADS: [usize; 2] = [1, 2];
 /// The portable kernel does its multiply-adds in software on most CPUs: measured at small
 /// batches only, or a cell would take minutes.
 const PORTABLE_MAX_BATCH: usize = 16;
+/// Single-image calls timed per latency measurement, at the least (after one warm-up call).
+const MIN_LATENCY_CALLS: usize = 200;
 
 /// Something that turns a batch of preprocessed inputs into logits.
 trait Runner {
@@ -43,15 +48,15 @@ impl Runner for EngineRunner {
     }
 }
 
-/// The trainer's tch network on CPU; thread count is tch's global intra-op setting.
+/// The trainer's tch network on CPU. Its thread count is tch's global intra-op setting, set
+/// when the runner is built (only tch rows set it, and a row is rebuilt for each thread count),
+/// not on every call, where it would count in tch's latency.
 struct TchRunner {
     net: train::model::Net,
-    threads: usize,
 }
 
 impl Runner for TchRunner {
     fn logits(&mut self, input: &[f32], batch: usize, out: &mut [f32]) {
-        tch::set_num_threads(self.threads as i32);
         let shape = [batch as i64, INPUT_CHANNELS as i64, INPUT_SIZE as i64, INPUT_SIZE as i64];
         let xs = Tensor::from_slice(input).view(shape);
         let logits = tch::no_grad(|| self.net.forward(&xs)).to_kind(Kind::Float).contiguous();
@@ -64,6 +69,9 @@ trait Contender {
     fn name(&self) -> String;
     /// Images per second, or why there is no figure.
     fn rate(&mut self, inputs: &[f32], batch: usize, threads: usize, budget: Duration) -> Result<f64, String>;
+    /// The time of each single-image call on one thread, at least [`MIN_LATENCY_CALLS`] of
+    /// them over at least `budget`, or why there is no figure.
+    fn latencies(&mut self, inputs: &[f32], budget: Duration) -> Result<Vec<Duration>, String>;
     /// Whether it is one of the engines ours is compared with.
     fn is_peer(&self) -> bool {
         true
@@ -79,6 +87,16 @@ struct Local {
     built: Option<(usize, Box<dyn Runner>)>,
 }
 
+impl Local {
+    /// The runner built for `threads`, building it when the last one had another count.
+    fn runner(&mut self, threads: usize) -> &mut dyn Runner {
+        if self.built.as_ref().is_none_or(|(t, _)| *t != threads) {
+            self.built = Some((threads, (self.build)(threads)));
+        }
+        &mut *self.built.as_mut().expect("built above").1
+    }
+}
+
 impl Contender for Local {
     fn name(&self) -> String {
         self.name.clone()
@@ -88,11 +106,11 @@ impl Contender for Local {
         if batch > self.max_batch {
             return Err("skipped (slow)".into());
         }
-        if self.built.as_ref().is_none_or(|(t, _)| *t != threads) {
-            self.built = Some((threads, (self.build)(threads)));
-        }
-        let runner = &mut *self.built.as_mut().expect("built above").1;
-        Ok(throughput(runner, inputs, batch, budget))
+        Ok(throughput(self.runner(threads), inputs, batch, budget))
+    }
+
+    fn latencies(&mut self, inputs: &[f32], budget: Duration) -> Result<Vec<Duration>, String> {
+        Ok(latencies(self.runner(1), &inputs[..INPUT_LEN], budget))
     }
 
     fn is_peer(&self) -> bool {
@@ -137,10 +155,22 @@ impl PeerServer {
     }
 
     fn rate(&mut self, peer: &str, batch: usize, threads: usize, budget: Duration) -> Result<f64, String> {
-        writeln!(self.stdin, "{peer} {batch} {threads} {}", budget.as_secs_f64()).map_err(|e| e.to_string())?;
+        let line = self.ask(&format!("rate {peer} {batch} {threads} {}", budget.as_secs_f64()))?;
+        line.parse().map_err(|_| line)
+    }
+
+    fn latencies(&mut self, peer: &str, budget: Duration) -> Result<Vec<Duration>, String> {
+        let line = self.ask(&format!("latency {peer} {MIN_LATENCY_CALLS} {}", budget.as_secs_f64()))?;
+        let nanos: Result<Vec<u64>, _> = line.split_whitespace().map(str::parse).collect();
+        nanos.map(|n| n.into_iter().map(Duration::from_nanos).collect()).map_err(|_| line)
+    }
+
+    /// Sends one request line and returns the answer line, trimmed.
+    fn ask(&mut self, request: &str) -> Result<String, String> {
+        writeln!(self.stdin, "{request}").map_err(|e| e.to_string())?;
         let mut line = String::new();
         self.stdout.read_line(&mut line).map_err(|e| e.to_string())?;
-        line.trim().parse().map_err(|_| line.trim().to_string())
+        Ok(line.trim().to_string())
     }
 }
 
@@ -166,6 +196,13 @@ impl Contender for Python {
     fn rate(&mut self, _: &[f32], batch: usize, threads: usize, budget: Duration) -> Result<f64, String> {
         match &self.server {
             Ok(server) => server.borrow_mut().rate(self.peer, batch, threads, budget),
+            Err(why) => Err(why.clone()),
+        }
+    }
+
+    fn latencies(&mut self, _: &[f32], budget: Duration) -> Result<Vec<Duration>, String> {
+        match &self.server {
+            Ok(server) => server.borrow_mut().latencies(self.peer, budget),
             Err(why) => Err(why.clone()),
         }
     }
@@ -229,8 +266,9 @@ fn contenders(weights: &Weights, dir: &Path) -> Vec<Box<dyn Contender>> {
             true,
             usize::MAX,
             Box::new(move |threads| {
+                tch::set_num_threads(threads as i32);
                 let net = train::model::Net::from_weights(&c, Device::Cpu).expect("net builds");
-                Box::new(TchRunner { net, threads })
+                Box::new(TchRunner { net })
             }),
         ),
         // The root package always builds infer's `onnx` feature (see its dev-dependencies).
@@ -326,18 +364,19 @@ fn cpu_model() -> String {
     format!("{} ({cores} threads available)", model.unwrap_or("unknown CPU"))
 }
 
-/// p50 and p99 latency of one image on one thread, over about `budget` (at least 200 calls).
-fn latency(engine: &CpuEngine, inputs: &[f32], budget: Duration) -> (Duration, Duration) {
+/// The time of each call of `runner` on the single image `input`, after a warm-up call: at
+/// least [`MIN_LATENCY_CALLS`] calls, over at least `budget`.
+fn latencies(runner: &mut dyn Runner, input: &[f32], budget: Duration) -> Vec<Duration> {
     let mut out = [0f32; NUM_CLASSES];
+    runner.logits(input, 1, &mut out);
     let mut times = Vec::new();
     let start = Instant::now();
-    while times.len() < 200 || start.elapsed() < budget {
+    while times.len() < MIN_LATENCY_CALLS || start.elapsed() < budget {
         let t = Instant::now();
-        engine.logits_flat(&inputs[..INPUT_LEN], 1, &mut out).expect("engine runs");
+        runner.logits(input, 1, &mut out);
         times.push(t.elapsed());
     }
-    times.sort();
-    (times[times.len() / 2], times[times.len() * 99 / 100])
+    times
 }
 
 fn main() {
@@ -363,12 +402,11 @@ fn main() {
     println!("forward pass: {:.1} MFLOP per image\n", flops / 1e6);
 
     product_table(budget);
-    let (p50, p99) = latency(&ours, &inputs, budget * 2);
-    println!("batch-1 latency, 1 thread, {} kernel: p50 {:.0} µs, p99 {:.0} µs\n", ours.kernel(), us(p50), us(p99));
 
     let dir = std::env::temp_dir().join(format!("cifar10-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temporary folder");
     let mut rows = contenders(&weights, &dir);
+    latency_table(&mut rows, &inputs, budget, rounds);
     throughput_table(&mut rows, &inputs, budget, rounds, (&peaks, flops));
     drop(rows);
     let _ = std::fs::remove_dir_all(&dir);
@@ -401,6 +439,48 @@ fn product_table(budget: Duration) {
             })
             .collect();
         println!("{:>22} {}", format!("ours, {kernel}"), rates.join(" "));
+    }
+    println!();
+}
+
+/// Single-image latency (batch 1, 1 thread) of ours and of every peer, each taking turns with
+/// the others `rounds` times (the calls of all its turns pooled), then the table: p50, p99, and
+/// each peer's p50 over ours (above 1: ours is faster).
+fn latency_table(rows: &mut [Box<dyn Contender>], inputs: &[f32], budget: Duration, rounds: usize) {
+    // Row 0 is ours; the portable kernel is no contender at batch 1 (it is there for CPUs
+    // without the fast kernels).
+    let measured: Vec<usize> = (0..rows.len()).filter(|&r| r == 0 || rows[r].is_peer()).collect();
+    let mut times: Vec<Result<Vec<Duration>, String>> = vec![Ok(Vec::new()); rows.len()];
+    for _ in 0..rounds.max(1) {
+        for &r in &measured {
+            times[r] = match (std::mem::replace(&mut times[r], Ok(Vec::new())), rows[r].latencies(inputs, budget)) {
+                (Ok(mut old), Ok(new)) => {
+                    old.extend(new);
+                    Ok(old)
+                }
+                (Err(why), _) | (_, Err(why)) => Err(why),
+            };
+        }
+    }
+    let percentiles = |times: &mut Vec<Duration>| {
+        times.sort();
+        (times[times.len() / 2], times[times.len() * 99 / 100])
+    };
+    let ours_p50 = match &mut times[0] {
+        Ok(t) => percentiles(t).0,
+        Err(why) => panic!("our engine has no latency: {why}"),
+    };
+    println!("{:>24} {:>10} {:>10} {:>10} {:>8}", "latency b1 t1", "p50 µs", "p99 µs", "p50/ours", "calls");
+    for &r in &measured {
+        match &mut times[r] {
+            Ok(t) => {
+                let (p50, p99) = percentiles(t);
+                let ratio = us(p50) / us(ours_p50);
+                let name = truncate(&rows[r].name(), 24);
+                println!("{name:>24} {:>10.1} {:>10.1} {ratio:>9.2}x {:>8}", us(p50), us(p99), t.len());
+            }
+            Err(why) => println!("{:>24} {why}", truncate(&rows[r].name(), 24)),
+        }
     }
     println!();
 }

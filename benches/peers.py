@@ -5,9 +5,15 @@ Run by the bench with the peers venv's Python (`scripts/setup-bench-peers.sh` ma
     python benches/peers.py --onnx MODEL.onnx --safetensors MODEL.safetensors
 
 It prints one JSON line naming each peer with its version, or why it is absent, then serves
-requests on stdin, one per line, `PEER BATCH THREADS SECONDS`, answering each with one line:
-the best images per second of a few timed runs. The bench alternates these requests with its
-own measurements, so every engine sees the same machine state.
+requests on stdin, one per line, answering each with one line:
+
+    rate PEER BATCH THREADS SECONDS   the best images per second of a few timed runs
+    latency PEER CALLS SECONDS        the nanoseconds of each single-image call on one thread,
+                                      space-separated: at least CALLS, over at least SECONDS
+
+The bench alternates these requests with its own measurements, so every engine sees the same
+machine state. Latencies are timed here around each call, so they include the Python binding's
+call overhead.
 
 OpenVINO reads the ONNX export and runs in f32 (`INFERENCE_PRECISION_HINT`: on CPUs with
 bf16 it would otherwise pick bf16, a different computation). TFLite gets the same network
@@ -44,6 +50,18 @@ def read_safetensors(path):
     return tensors
 
 
+def latencies(run, calls, seconds):
+    """Nanoseconds of each call of `run()`, after a warm-up call: at least `calls` of them, over
+    at least `seconds`."""
+    run()
+    times, start = [], time.perf_counter_ns()
+    while len(times) < calls or time.perf_counter_ns() - start < seconds * 1e9:
+        t = time.perf_counter_ns()
+        run()
+        times.append(time.perf_counter_ns() - t)
+    return times
+
+
 def best_rate(run, batch, seconds):
     """Images per second of `run()` on `batch` images: the best of three timed stretches."""
     run()  # warm-up
@@ -67,7 +85,8 @@ class OpenVino:
         self.onnx_path = onnx_path
         self.compiled = {}
 
-    def rate(self, batch, threads, seconds):
+    def runner(self, batch, threads):
+        """A function running one inference on `batch` images with `threads` threads."""
         key = (batch, threads)
         if key not in self.compiled:
             model = self.core.read_model(self.onnx_path)
@@ -81,7 +100,7 @@ class OpenVino:
             self.compiled[key] = self.core.compile_model(model, "CPU", config)
         request = self.compiled[key].create_infer_request()
         x = np.random.default_rng(0).standard_normal((batch, 3, 24, 24), dtype=np.float32)
-        return best_rate(lambda: request.infer({0: x}), batch, seconds)
+        return lambda: request.infer({0: x})
 
 
 class TfLite:
@@ -125,7 +144,8 @@ class TfLite:
         converter = tf.lite.TFLiteConverter.from_concrete_functions([forward.get_concrete_function()], forward)
         return converter.convert()
 
-    def rate(self, batch, threads, seconds):
+    def runner(self, batch, threads):
+        """A function running one inference on `batch` images with `threads` threads."""
         if batch not in self.models:
             self.models[batch] = self.convert(batch)
         interpreter = self.Interpreter(model_content=self.models[batch], num_threads=threads)
@@ -137,7 +157,20 @@ class TfLite:
             interpreter.set_tensor(index, x)
             interpreter.invoke()
 
-        return best_rate(run, batch, seconds)
+        return run
+
+
+def answer(peers, request):
+    """The answer line to one request (the module's docstring lists them)."""
+    match request:
+        case ["rate", name, batch, threads, seconds]:
+            run = peers[name].runner(int(batch), int(threads))
+            return f"{best_rate(run, int(batch), float(seconds)):.3f}"
+        case ["latency", name, calls, seconds]:
+            return " ".join(map(str, latencies(peers[name].runner(1, 1), int(calls), float(seconds))))
+        case _:
+            raise ValueError(f"unknown request {' '.join(request)!r}: want `rate PEER BATCH THREADS SECONDS` "
+                             "or `latency PEER CALLS SECONDS`")
 
 
 def main():
@@ -154,10 +187,8 @@ def main():
             status[name] = {"absent": f"{type(e).__name__}: {e}"}
     print(json.dumps(status), flush=True)
     for line in sys.stdin:
-        name, batch, threads, seconds = line.split()
         try:
-            rate = peers[name].rate(int(batch), int(threads), float(seconds))
-            print(f"{rate:.3f}", flush=True)
+            print(answer(peers, line.split()), flush=True)
         except Exception as e:
             print(f"error {type(e).__name__}: {e}".replace("\n", " "), flush=True)
 

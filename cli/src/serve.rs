@@ -42,8 +42,9 @@ pub struct ServeArgs {
     /// engine runs in parallel, each on its own batch (default: cores / threads)
     #[argh(option)]
     workers: Option<usize>,
-    /// threads parsing HTTP (default 2)
-    #[argh(option, default = "2")]
+    /// threads parsing HTTP (default 1: the cheapest per request; more for many busy
+    /// connections)
+    #[argh(option, default = "1")]
     http_threads: usize,
     /// largest request body in bytes (default 16 MiB)
     #[argh(option, default = "16 << 20")]

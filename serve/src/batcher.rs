@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use model_format::arch::{INPUT_LEN, NUM_CLASSES};
 use tokio::sync::oneshot;
 
+use super::cpu_time::thread_cpu;
 use super::metrics::Metrics;
 use infer::Engine;
 
@@ -179,7 +180,11 @@ fn work(shared: &Shared, engine: &dyn Engine) {
         logits.clear();
         logits.resize(images * NUM_CLASSES, 0.0);
         shared.metrics.record_batch(images);
+        let cpu_before = thread_cpu();
         let outcome = catch_unwind(AssertUnwindSafe(|| engine.logits_flat(&inputs, images, &mut logits)));
+        if let (Some(before), Some(after)) = (cpu_before, thread_cpu()) {
+            shared.metrics.add_engine_cpu(after.saturating_sub(before));
+        }
         let outcome = match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("engine {} failed: {e}", engine.name())),

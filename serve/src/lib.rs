@@ -29,6 +29,7 @@ mod app;
 mod batcher;
 mod binary;
 mod connection;
+mod cpu_time;
 mod inference;
 pub mod limits;
 mod metrics;
@@ -76,6 +77,10 @@ pub struct ServeConfig {
     /// Threads running the engine, each on its own batch.
     pub engine_workers: usize,
     /// Async runtime threads (HTTP parsing and routing only; the engine never runs there).
+    /// One (the default) runs the runtime on the server's own thread, without work stealing:
+    /// the cheapest per request, and enough to feed many engine workers (the engine's forward
+    /// pass costs about ten times what HTTP and parsing cost). More spread the HTTP work of
+    /// many connections over threads, at the price of waking idle threads to look for work.
     pub http_threads: usize,
     /// One line per request on stderr.
     pub log_requests: bool,
@@ -123,7 +128,7 @@ impl Default for ServeConfig {
             limits: Limits::default(),
             max_wait: Duration::from_millis(2),
             engine_workers: 1,
-            http_threads: 2,
+            http_threads: 1,
             log_requests: true,
             handle_signals: false,
             model_card: None,
@@ -148,14 +153,7 @@ impl Server {
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.addr)))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.http_threads)
-            // Image decoding and large-body parsing run here: bounded, so a flood of
-            // them queues instead of spawning hundreds of threads.
-            .max_blocking_threads(2 * config.http_threads)
-            .thread_name("cifar10-http")
-            .enable_all()
-            .build()?;
+        let runtime = http_runtime(config.http_threads)?;
         let (stop, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("cifar10-serve".into())
@@ -196,6 +194,29 @@ impl Drop for Server {
         }
         let _ = self.join();
     }
+}
+
+/// The async runtime for `threads` HTTP threads. One thread gets a current-thread runtime,
+/// run by the server thread itself: a request's task is woken (by the engine worker) on the
+/// thread that answers it, and no other thread is woken to look for work, as a multi-thread
+/// runtime's idle workers are on every wake-up from outside it (two futex wake-ups and
+/// context switches per request, most of the server's own CPU per request; see
+/// `benches/serve_overhead.py`).
+fn http_runtime(threads: usize) -> io::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder
+        // Image decoding and large-body parsing run here: bounded, so a flood of them
+        // queues instead of spawning hundreds of threads.
+        .max_blocking_threads(2 * threads)
+        .thread_name("cifar10-http")
+        .enable_all()
+        .build()
 }
 
 fn run(

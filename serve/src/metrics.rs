@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::cpu_time::helper_threads_cpu;
+
 /// Upper bounds (seconds) of the request latency histogram buckets.
 const LATENCY_BUCKETS: [f64; 14] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0];
 
@@ -46,17 +48,26 @@ impl Histogram {
     }
 }
 
+/// The requests answered on one route.
+#[derive(Debug, Clone)]
+struct RouteStats {
+    /// Status code → requests answered with it.
+    statuses: BTreeMap<u16, u64>,
+    latency: Histogram,
+}
+
 /// Everything `/metrics` reports. Shared by the HTTP layer and the batcher.
 #[derive(Debug)]
 pub struct Metrics {
-    /// (route, status) → requests answered.
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-    /// route → latency histogram.
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    /// Route → its requests: one lock and one lookup per request, and no allocation once the
+    /// route has been seen.
+    routes: Mutex<BTreeMap<String, RouteStats>>,
     batch_sizes: Mutex<Histogram>,
     queued_images: AtomicU64,
     in_flight: AtomicU64,
     images: AtomicU64,
+    /// CPU time of the engine calls on the engine workers' own threads, in nanoseconds.
+    engine_cpu_nanos: AtomicU64,
 }
 
 impl Metrics {
@@ -70,28 +81,38 @@ impl Metrics {
         }
         bounds.push(max_batch as f64);
         Metrics {
-            requests: Mutex::new(BTreeMap::new()),
-            latency: Mutex::new(BTreeMap::new()),
+            routes: Mutex::new(BTreeMap::new()),
             batch_sizes: Mutex::new(Histogram::new(bounds)),
             queued_images: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             images: AtomicU64::new(0),
+            engine_cpu_nanos: AtomicU64::new(0),
         }
     }
 
     /// Records one answered request.
     pub fn record_request(&self, route: &str, status: u16, latency: Duration) {
-        *lock(&self.requests).entry((route.to_string(), status)).or_insert(0) += 1;
-        lock(&self.latency)
-            .entry(route.to_string())
-            .or_insert_with(|| Histogram::new(LATENCY_BUCKETS.to_vec()))
-            .observe(latency.as_secs_f64());
+        let mut routes = lock(&self.routes);
+        let stats = match routes.get_mut(route) {
+            Some(stats) => stats,
+            None => routes.entry(route.to_string()).or_insert_with(|| RouteStats {
+                statuses: BTreeMap::new(),
+                latency: Histogram::new(LATENCY_BUCKETS.to_vec()),
+            }),
+        };
+        *stats.statuses.entry(status).or_insert(0) += 1;
+        stats.latency.observe(latency.as_secs_f64());
     }
 
     /// Records one engine run over `images` inputs.
     pub fn record_batch(&self, images: usize) {
         lock(&self.batch_sizes).observe(images as f64);
         self.images.fetch_add(images as u64, Ordering::Relaxed);
+    }
+
+    /// Adds the CPU time one engine call took on the thread that made it.
+    pub fn add_engine_cpu(&self, cpu: Duration) {
+        self.engine_cpu_nanos.fetch_add(cpu.as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// Sets the number of images waiting for the engine.
@@ -119,12 +140,15 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP cifar10_requests_total HTTP requests answered, by route and status code.\n");
         out.push_str("# TYPE cifar10_requests_total counter\n");
-        let requests = lock(&self.requests).clone();
+        let routes = lock(&self.routes).clone();
         let mut errors = 0;
-        for ((route, status), count) in &requests {
-            let _ = writeln!(out, "cifar10_requests_total{{route=\"{}\",status=\"{status}\"}} {count}", escape(route));
-            if *status >= 400 {
-                errors += count;
+        for (route, stats) in &routes {
+            for (status, count) in &stats.statuses {
+                let _ =
+                    writeln!(out, "cifar10_requests_total{{route=\"{}\",status=\"{status}\"}} {count}", escape(route));
+                if *status >= 400 {
+                    errors += count;
+                }
             }
         }
         out.push_str("# HELP cifar10_request_errors_total HTTP requests answered with a 4xx or 5xx status.\n");
@@ -132,8 +156,8 @@ impl Metrics {
         let _ = writeln!(out, "cifar10_request_errors_total {errors}");
         out.push_str("# HELP cifar10_request_duration_seconds Time from request to response, by route.\n");
         out.push_str("# TYPE cifar10_request_duration_seconds histogram\n");
-        for (route, histogram) in lock(&self.latency).iter() {
-            histogram.write(&mut out, "cifar10_request_duration_seconds", &format!("route=\"{}\"", escape(route)));
+        for (route, stats) in &routes {
+            stats.latency.write(&mut out, "cifar10_request_duration_seconds", &format!("route=\"{}\"", escape(route)));
         }
         out.push_str("# HELP cifar10_batch_size Images per engine run.\n");
         out.push_str("# TYPE cifar10_batch_size histogram\n");
@@ -141,6 +165,13 @@ impl Metrics {
         out.push_str("# HELP cifar10_images_total Images classified by the engine.\n");
         out.push_str("# TYPE cifar10_images_total counter\n");
         let _ = writeln!(out, "cifar10_images_total {}", self.images.load(Ordering::Relaxed));
+        out.push_str(
+            "# HELP cifar10_engine_cpu_seconds_total CPU time of engine calls (the calling threads' and the CPU \
+             engine's helper threads'); the rest of process_cpu_seconds_total is the server's own.\n",
+        );
+        out.push_str("# TYPE cifar10_engine_cpu_seconds_total counter\n");
+        let engine_cpu = Duration::from_nanos(self.engine_cpu_nanos.load(Ordering::Relaxed)) + helper_threads_cpu();
+        let _ = writeln!(out, "cifar10_engine_cpu_seconds_total {}", engine_cpu.as_secs_f64());
         out.push_str("# HELP cifar10_queue_depth_images Images waiting for the engine.\n");
         out.push_str("# TYPE cifar10_queue_depth_images gauge\n");
         let _ = writeln!(out, "cifar10_queue_depth_images {}", self.queued_images.load(Ordering::Relaxed));

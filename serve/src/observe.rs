@@ -34,8 +34,9 @@ const ROUTES: [&str; 14] = [
 /// Times the request out after the configured limit (504), then logs and counts it.
 pub async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_string();
+    let route = route_label(request.uri().path());
+    // The method and path are kept only for the log line.
+    let logged = app.log_requests.then(|| (request.method().clone(), request.uri().path().to_string()));
     let _in_flight = InFlight::enter(&app);
     // The headers are in: stop the connection's header clock until this is answered.
     let _answered = connection::headers_received(&request);
@@ -50,8 +51,8 @@ pub async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) 
     };
     let latency = start.elapsed();
     let status = response.status().as_u16();
-    app.metrics.record_request(route_label(&path), status, latency);
-    if app.log_requests {
+    app.metrics.record_request(route, status, latency);
+    if let Some((method, path)) = logged {
         eprintln!("{method} {path} {status} {:.3} ms", latency.as_secs_f64() * 1e3);
     }
     response
@@ -76,15 +77,20 @@ impl Drop for InFlight<'_> {
 
 /// The route template a path matches, or `"unmatched"`.
 fn route_label(path: &str) -> &'static str {
-    let segments: Vec<&str> = path.split('/').collect();
-    ROUTES
-        .iter()
-        .find(|route| {
-            let pattern: Vec<&str> = route.split('/').collect();
-            pattern.len() == segments.len() && pattern.iter().zip(&segments).all(|(p, s)| p.starts_with('{') || p == s)
-        })
-        .copied()
-        .unwrap_or("unmatched")
+    ROUTES.iter().copied().find(|route| matches_template(route, path)).unwrap_or("unmatched")
+}
+
+/// Whether `path` has the segments of `template`, where a `{…}` segment matches any one
+/// (walked side by side: nothing is allocated on a request's way).
+fn matches_template(template: &str, path: &str) -> bool {
+    let (mut pattern, mut segments) = (template.split('/'), path.split('/'));
+    loop {
+        match (pattern.next(), segments.next()) {
+            (None, None) => return true,
+            (Some(p), Some(s)) if p.starts_with('{') || p == s => {}
+            _ => return false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -97,5 +103,7 @@ mod tests {
         assert_eq!(route_label("/v2/models/x/versions/1"), "/v2/models/{name}/versions/{version}");
         assert_eq!(route_label("/v2/health/live"), "/v2/health/live");
         assert_eq!(route_label("/nope/at/all"), "unmatched");
+        assert_eq!(route_label("/v2/models/x/infer/more"), "unmatched");
+        assert_eq!(route_label("/v2/models"), "unmatched");
     }
 }

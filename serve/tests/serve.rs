@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use infer::cpu::CpuEngine;
 use infer::{Classifier, Engine};
-use model_format::arch::{INPUT_LEN, NUM_CLASSES};
+use model_format::arch::{self, IMAGE_LEN, INPUT_LEN, NUM_CLASSES};
 use serde_json::{json, Value};
 use serve::Limits;
 use serve_support::*;
@@ -458,6 +458,64 @@ fn metrics_report_requests_latency_batches_and_queue() {
         "cifar10_request_errors_total 1\n",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    server.shutdown().unwrap();
+}
+
+/// The CPU time of this whole process (every thread) so far.
+fn process_cpu() -> Duration {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid timespec for the call to write.
+    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) }, 0);
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+#[test]
+fn engine_cpu_is_counted_per_request_and_is_part_of_the_process_cpu() {
+    let server = start(engine(), |c| c.max_wait = Duration::ZERO);
+    let addr = server.addr();
+    let engine_cpu =
+        || metric(&String::from_utf8(get(addr, "/metrics").body).unwrap(), "cifar10_engine_cpu_seconds_total");
+    let header = json!({
+        "inputs": [{ "name": "image", "shape": [1, 32, 32, 3], "datatype": "UINT8",
+                     "parameters": { "binary_data_size": IMAGE_LEN } }],
+        "outputs": [{ "name": "label" }]
+    });
+    let requests = 20;
+    // The process clock is read outside the engine counter's readings, so that its window
+    // holds the counter's.
+    let process_before = process_cpu();
+    let engine_before = engine_cpu();
+    for i in 0..requests {
+        let (body, length) = binary_body(&header, &image(i));
+        let headers = [("Inference-Header-Content-Length", length.as_str())];
+        assert_eq!(request(addr, "POST", "/v2/models/cifar10/infer", &headers, &body).status, 200);
+    }
+    let engine = engine_cpu() - engine_before;
+    let process = process_cpu() - process_before;
+    // No CPU core does a forward pass faster than at 1 TFLOP/s: each request's engine call
+    // took at least its FLOPs at that rate.
+    let least = requests as f64 * arch::flops_per_image() as f64 / 1e12;
+    assert!(engine >= least, "engine CPU {engine} s for {requests} requests, below the least possible {least} s");
+    assert!(engine <= process.as_secs_f64(), "engine CPU {engine} s above the whole process's {process:?}");
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn several_http_threads_serve_too() {
+    // One HTTP thread (the default) runs a current-thread runtime; more, a multi-thread one.
+    let server = start(engine(), |c| c.http_threads = 3);
+    let addr = server.addr();
+    assert_eq!(get(addr, "/v2/health/ready").json(), json!({ "ready": true }));
+    let replies: Vec<Value> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..4)
+            .map(|i| s.spawn(move || post_json(addr, "/v2/models/cifar10/infer", &image_request(&image(i), 1)).json()))
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    for (i, reply) in replies.iter().enumerate() {
+        let expected = classifier().classify_hwc(&image(i as u64)).unwrap();
+        assert_eq!(f32s(&output(reply, "logits")["data"]), expected[0].logits);
     }
     server.shutdown().unwrap();
 }
