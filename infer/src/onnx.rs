@@ -22,7 +22,7 @@ use std::sync::{Mutex, OnceLock};
 
 use model_format::arch::{INPUT_CHANNELS, INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
 use model_format::onnx::LOGITS_NAME;
-use model_format::Weights;
+use model_format::{Model, Weights};
 use ndarray::ArrayView4;
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
@@ -60,6 +60,18 @@ impl OnnxEngine {
     /// threads ONNX Runtime uses inside each operator; 0 lets it choose (one per core).
     pub fn from_weights(weights: &Weights, threads: usize) -> Result<Self, InferError> {
         Self::from_bytes(&model_format::onnx::to_bytes(weights), threads, "the exported model")
+    }
+
+    /// Exports a model of the float variant to ONNX in memory and loads the result; the
+    /// int8 variant has no ONNX export yet, and is an error naming it.
+    pub fn from_model(model: &Model, threads: usize) -> Result<Self, InferError> {
+        match model {
+            Model::Float(weights) => Self::from_weights(weights, threads),
+            Model::Int8(_) => Err(InferError::Backend(
+                "the onnx backend runs the float model only: the int8 model has no ONNX export yet (use --backend cpu)"
+                    .into(),
+            )),
+        }
     }
 
     /// Loads an ONNX file written by `cifar10 export-onnx` (or any model with the same
