@@ -60,6 +60,27 @@ fn every_kernel_thread_count_and_split_gives_the_integer_reference_bits() {
     }
 }
 
+/// The committed int8 model on the first images of the in-repo sample: every kernel and
+/// thread count gives the integer reference's bits, so its exact counts hold on any machine.
+#[test]
+fn the_bundled_int8_model_gives_the_reference_bits_with_every_kernel() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let model = QuantizedWeights::load(root.join("models/cifar10-int8.safetensors")).unwrap();
+    let records = model_format::cifar::Records::read_file(root.join("data/sample/test_batch.bin")).unwrap();
+    let mut input = vec![0f32; 12 * INPUT_LEN];
+    for (i, image) in input.chunks_exact_mut(INPUT_LEN).enumerate() {
+        model_format::preprocess::preprocess(records.image(i), image);
+    }
+    let want: Vec<f32> = input.chunks(INPUT_LEN).flat_map(|image| reference::int8_logits(&model, image)).collect();
+    for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
+        for threads in [1, 2] {
+            let engine = CpuEngine::int8_with_kernel(&model, threads, kernel).unwrap();
+            assert!(logits(&engine, &input) == want, "{kernel} kernel, {threads} thread(s)");
+            assert!(logits(&engine, &input[..INPUT_LEN]) == want[..NUM_CLASSES], "{kernel}, {threads}, one image");
+        }
+    }
+}
+
 #[test]
 fn the_int8_engine_follows_the_float_one_closely() {
     let weights = random_weights(5);
