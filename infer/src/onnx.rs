@@ -62,15 +62,14 @@ impl OnnxEngine {
         Self::from_bytes(&model_format::onnx::to_bytes(weights), threads, "the exported model")
     }
 
-    /// Exports a model of the float variant to ONNX in memory and loads the result; the
-    /// int8 variant has no ONNX export yet, and is an error naming it.
+    /// Exports a model of either variant to ONNX in memory and loads the result: the float
+    /// graph, or the int8 model's QDQ graph ([`model_format::onnx::quantized_to_bytes`]).
     pub fn from_model(model: &Model, threads: usize) -> Result<Self, InferError> {
         match model {
             Model::Float(weights) => Self::from_weights(weights, threads),
-            Model::Int8(_) => Err(InferError::Backend(
-                "the onnx backend runs the float model only: the int8 model has no ONNX export yet (use --backend cpu)"
-                    .into(),
-            )),
+            Model::Int8(quantized) => {
+                Self::from_bytes(&model_format::onnx::quantized_to_bytes(quantized), threads, "the exported int8 model")
+            }
         }
     }
 

@@ -122,7 +122,7 @@ impl CpuEngine {
 
     /// The engine on the int8 model: integer products accumulated in `i32` (AVX-512 VNNI,
     /// AVX2 or portable, after the kernel chosen as for [`CpuEngine::new`]), bitwise the same
-    /// as [`model_format::reference::int8_logits`] with any kernel and thread count.
+    /// as `model_format::reference::int8_logits` (feature `reference`) with any kernel and thread count.
     ///
     /// ```
     /// use infer::{Engine, cpu::CpuEngine};

@@ -6,7 +6,7 @@
 //! quantize each example's features and take the same products.
 //!
 //! A layer's output is [`model_format::quantized::QuantizedLayer::output`] of the exact `i32`
-//! sum, so the engine gives the bits of [`model_format::reference::int8_logits`] with every
+//! sum, so the engine gives the bits of `model_format::reference::int8_logits` (feature `reference`) with every
 //! kernel, batch split and thread count.
 
 mod dot;
