@@ -222,7 +222,9 @@ impl QuantizedWeights {
                 Ok((e.name, view))
             })
             .collect::<Result<Vec<_>, WeightsError>>()?;
-        safetensors::tensor::serialize(views, Some(fields)).map_err(|e| WeightsError::MalformedHeader(e.to_string()))
+        let bytes = safetensors::tensor::serialize(views, Some(fields))
+            .map_err(|e| WeightsError::MalformedHeader(e.to_string()))?;
+        Ok(canonical_header(bytes))
     }
 
     /// Writes the file atomically (see [`crate::atomic`]).
@@ -320,6 +322,22 @@ impl QuantizedWeights {
     }
 }
 
+/// The same bytes with the JSON header's keys sorted: safetensors writes the metadata from a
+/// `HashMap`, whose order changes from run to run, and the same model must give the same
+/// bytes. The sorted header has the same length (same keys and values), padded with spaces to
+/// the original length as safetensors pads it, so the data offsets are unchanged.
+fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
+    let length = u64::from_le_bytes(bytes[..8].try_into().expect("an 8-byte length prefix")) as usize;
+    let header = &bytes[8..8 + length];
+    let value: serde_json::Value = serde_json::from_slice(header).expect("safetensors wrote valid JSON");
+    // serde_json's maps are sorted by key (no `preserve_order` feature).
+    let mut sorted = serde_json::to_vec(&value).expect("JSON serialises");
+    assert!(sorted.len() <= length, "a sorted header is no longer than the original");
+    sorted.resize(length, b' ');
+    bytes[8..8 + length].copy_from_slice(&sorted);
+    bytes
+}
+
 /// A scale must be finite and positive (a zero scale would divide by zero when quantizing).
 fn check_scales(tensor: &str, scales: &[f32]) -> Result<(), WeightsError> {
     match scales.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
@@ -401,6 +419,18 @@ mod tests {
         }
         q.metadata.step = Some(42);
         q
+    }
+
+    #[test]
+    fn the_same_model_gives_the_same_bytes() {
+        let bytes = sample().to_bytes().unwrap();
+        let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let text = std::str::from_utf8(&bytes[8..header]).unwrap();
+        // Keys in order: the metadata first (`__metadata__` sorts before the tensor names).
+        assert!(text.starts_with("{\"__metadata__\":{\"architecture\":"), "{text}");
+        for _ in 0..3 {
+            assert_eq!(sample().to_bytes().unwrap(), bytes);
+        }
     }
 
     #[test]
