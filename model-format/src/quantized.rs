@@ -326,7 +326,7 @@ impl QuantizedWeights {
 /// `HashMap`, whose order changes from run to run, and the same model must give the same
 /// bytes. The sorted header has the same length (same keys and values), padded with spaces to
 /// the original length as safetensors pads it, so the data offsets are unchanged.
-fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
+pub(crate) fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
     let length = u64::from_le_bytes(bytes[..8].try_into().expect("an 8-byte length prefix")) as usize;
     let header = &bytes[8..8 + length];
     let value: serde_json::Value = serde_json::from_slice(header).expect("safetensors wrote valid JSON");

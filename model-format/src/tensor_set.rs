@@ -84,7 +84,10 @@ pub fn encode(sets: &[(&str, &[Vec<f32>])], metadata: &Fields) -> Result<Vec<u8>
             Ok((name, view))
         })
         .collect::<Result<Vec<_>, WeightsError>>()?;
-    safetensors::tensor::serialize(views, Some(fields)).map_err(|e| WeightsError::MalformedHeader(e.to_string()))
+    let bytes = safetensors::tensor::serialize(views, Some(fields))
+        .map_err(|e| WeightsError::MalformedHeader(e.to_string()))?;
+    // The same tensors and metadata give the same bytes, whatever the HashMap's order.
+    Ok(crate::quantized::canonical_header(bytes))
 }
 
 /// Parses and validates a file holding exactly one set per prefix in `prefixes`.
