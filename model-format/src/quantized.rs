@@ -63,6 +63,7 @@ impl ActivationQuant {
     /// let q = ActivationQuant::from_range(0.0, 5.1);
     /// assert_eq!((q.scale, q.zero_point), (0.02, 0));
     /// assert_eq!((q.quantize(1.0), q.quantize(-3.0), q.quantize(99.0)), (50, 0, 255));
+    /// assert_eq!((q.quantize(0.01), q.quantize(0.03), q.quantize(f32::NAN)), (0, 2, 0)); // halves to even
     /// ```
     pub fn from_range(min: f32, max: f32) -> Self {
         let (min, max) = (min.min(0.0), max.max(0.0));
@@ -75,7 +76,11 @@ impl ActivationQuant {
     /// `QuantizeLinear`. The engine and the reference both call this one function.
     #[inline(always)]
     pub fn quantize(&self, x: f32) -> u8 {
-        let q = (x / self.scale).round_ties_even() + f32::from(self.zero_point);
+        // Adding and subtracting 1.5 · 2²³ rounds half to even in the default rounding mode, as
+        // `round_ties_even` does for |v| < 2²², in two vectorisable additions (no library call
+        // on baseline x86-64); larger magnitudes, infinities and NaN end up clamped the same.
+        const MAGIC: f32 = 12_582_912.0;
+        let q = ((x / self.scale + MAGIC) - MAGIC) + f32::from(self.zero_point);
         // In range the value is a whole number; NaN becomes 0.
         q.clamp(0.0, 255.0) as u8
     }
@@ -419,6 +424,17 @@ mod tests {
         }
         q.metadata.step = Some(42);
         q
+    }
+
+    #[test]
+    fn quantize_rounds_half_to_even_and_clamps_like_round_ties_even() {
+        let q = ActivationQuant { scale: 0.5, zero_point: 7 };
+        let values =
+            (-4000..4000).map(|i| i as f32 * 0.0625).chain([1e9, -1e9, f32::INFINITY, f32::NEG_INFINITY, 1e30]);
+        for x in values {
+            let want = ((x / q.scale).round_ties_even() + 7.0).clamp(0.0, 255.0) as u8;
+            assert_eq!(q.quantize(x), want, "{x}");
+        }
     }
 
     #[test]
