@@ -159,7 +159,10 @@ impl Int8Conv {
             for c in 0..self.channels {
                 for ky in 0..k {
                     let src = &padded[(c * padded_h + y + ky) * padded_w + x..][..k];
-                    row[(c * k + ky) * k..][..k].copy_from_slice(src);
+                    // A plain loop: `copy_from_slice` calls memmove for these 5-byte runs.
+                    for (d, &v) in row[(c * k + ky) * k..][..k].iter_mut().zip(src) {
+                        *d = v;
+                    }
                 }
             }
             row[self.matrix.depth..].fill(0);
