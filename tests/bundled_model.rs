@@ -1,7 +1,10 @@
 //! The committed model (`models/cifar10.safetensors`) against its manifest: the exact number
 //! of correct test images for each backend (ndarray, ONNX Runtime, tch) on the in-repo
 //! sample (always) and on the full test set, the backends' agreement, and loud failures when
-//! a manifest or a model's metadata does not belong.
+//! a manifest or a model's metadata does not belong. Likewise the committed int8 model
+//! (`models/cifar10-int8.safetensors`, the manifest's `int8` section): its exact counts, its
+//! size, its precision within half a point of the float model's, and that it is what
+//! quantizing the committed float model gives.
 //!
 //! The exact counts hold for one copy of CIFAR-10: the one whose fingerprint the manifest
 //! records. The full-test-set check compares the data's fingerprint with the manifest's first:
@@ -16,12 +19,13 @@
 mod bundled_support;
 
 use bundled_support::{
-    check_manifest, correct, in_ci, logits, preprocessed, repo_path, sample, shown, top_two, BACKENDS, MANIFEST, MODEL,
+    check_manifest, correct, in_ci, int8_logits, logits, preprocessed, quantize_bundled, repo_path, sample, shown,
+    top_two, BACKENDS, INT8_BACKENDS, INT8_MODEL, MANIFEST, MAX_INT8_BYTES, MODEL,
 };
 use infer::prediction::argmax;
 use model_format::arch::NUM_CLASSES;
 use model_format::cifar::{Dataset, Records};
-use model_format::{Weights, WeightsError};
+use model_format::{QuantizedWeights, Weights, WeightsError};
 use serde_json::Value;
 
 /// Backends may disagree on the top class only where the top two logits are this close.
@@ -31,6 +35,10 @@ const MIN_AGREEMENT: f64 = 0.999;
 
 fn model() -> Weights {
     Weights::load(repo_path(MODEL)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn int8_model() -> QuantizedWeights {
+    QuantizedWeights::load(repo_path(INT8_MODEL)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn manifest() -> Value {
@@ -95,6 +103,89 @@ fn check_agreement(name_a: &str, a: &[f32], name_b: &str, b: &[f32]) {
     }
     let agreement = 1.0 - disagreements as f64 / images as f64;
     assert!(agreement >= MIN_AGREEMENT, "{name_a} and {name_b} agree on only {:.2}% of images", 100.0 * agreement);
+}
+
+/// The full test set when it is the manifest's copy; `None` (with a line in the test output)
+/// when it is unavailable or another copy outside CI; a failure under `CI=true`.
+fn manifest_test_set(test: &str) -> Option<Records> {
+    let records = match Dataset::locate(None).and_then(|d| d.test()) {
+        Ok(records) => records,
+        Err(e) if in_ci() => {
+            panic!("CI=true and the full test set is unavailable ({e}): CI must check the exact counts")
+        }
+        Err(e) => {
+            shown(&format!("{test}: NOT RUN: full test set unavailable ({e})"));
+            return None;
+        }
+    };
+    let (found, expected) = (records.fingerprint(), manifest_fingerprint("test_set_fingerprint"));
+    assert!(
+        !in_ci() || found == expected,
+        "CI=true and the test set's fingerprint {found} is not the manifest's {expected}"
+    );
+    if found != expected {
+        shown(&format!("{test}: NOT RUN: the test set's fingerprint {found} is not the manifest's {expected}"));
+        return None;
+    }
+    Some(records)
+}
+
+/// The int8 model's counts on `records` must equal the manifest's `int8.results.<set>.correct`.
+fn check_int8_counts(set: &str, records: &Records) -> usize {
+    let expected = &manifest()["int8"]["results"][set];
+    assert_eq!(expected["total"].as_u64(), Some(records.len() as u64), "manifest int8.results.{set}.total");
+    let (model, inputs) = (int8_model(), preprocessed(records));
+    let mut cpu = 0;
+    for backend in INT8_BACKENDS {
+        let count = correct(&int8_logits(backend, &model, &inputs), records);
+        eprintln!("{set}: int8 {backend} {count}/{}", records.len());
+        assert_eq!(
+            expected["correct"][backend].as_u64(),
+            Some(count as u64),
+            "{set}: the int8 model on {backend} gets {count} correct, the manifest says {}",
+            expected["correct"][backend]
+        );
+        cpu = if backend == "cpu" { count } else { cpu };
+    }
+    cpu
+}
+
+#[test]
+fn the_int8_model_is_the_manifests_and_small() {
+    let int8 = int8_model();
+    assert_eq!(
+        manifest()["int8"]["weights_digest"].as_str(),
+        Some(int8.digest().as_str()),
+        "manifest int8.weights_digest"
+    );
+    let bytes = std::fs::metadata(repo_path(INT8_MODEL)).unwrap().len();
+    assert!(bytes <= MAX_INT8_BYTES, "{INT8_MODEL} is {bytes} bytes, more than {MAX_INT8_BYTES}");
+    assert_eq!(manifest()["int8"]["file_bytes"].as_u64(), Some(bytes), "manifest int8.file_bytes");
+    assert_eq!(int8.metadata.step, model().metadata.step, "the int8 model comes from the committed float model");
+}
+
+#[test]
+fn the_int8_model_is_what_quantizing_the_float_model_gives() {
+    let dataset = match Dataset::locate(None) {
+        Ok(dataset) => dataset,
+        Err(e) if in_ci() => panic!("CI=true and the training data is unavailable ({e}): CI must check the int8 model"),
+        Err(e) => return shown(&format!("bundled_model: int8 requantization NOT RUN: no data ({e})")),
+    };
+    let fresh = quantize_bundled(&model(), &dataset).unwrap_or_else(|e| panic!("{e}"));
+    assert!(fresh == int8_model(), "quantizing {MODEL} does not give {INT8_MODEL}: run examples/bundle_model.rs again");
+}
+
+#[test]
+fn int8_sample_counts_equal_the_manifest() {
+    check_int8_counts("sample", &sample());
+}
+
+#[test]
+fn int8_full_test_set_counts_equal_the_manifest_within_half_a_point_of_float() {
+    let Some(records) = manifest_test_set("bundled_model (int8)") else { return };
+    let int8 = check_int8_counts("full_test_set", &records);
+    let float = manifest()["results"]["full_test_set"]["correct"]["cpu"].as_u64().expect("float cpu count");
+    assert!(int8 as u64 + 50 >= float, "int8 {int8}/10000 is more than half a point below float {float}/10000");
 }
 
 #[test]

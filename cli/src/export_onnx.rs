@@ -5,13 +5,13 @@ use std::process::ExitCode;
 
 use argh::FromArgs;
 use model_format::onnx::{self, INPUT_NAME, IR_VERSION, LOGITS_NAME, OPSET_VERSION, PROBABILITIES_NAME};
-use model_format::Weights;
+use model_format::Model;
 
 /// Export a model to ONNX (input: preprocessed float32 [N,3,24,24]).
 #[derive(FromArgs)]
 #[argh(subcommand, name = "export-onnx")]
 pub struct ExportOnnxArgs {
-    /// weights file (.safetensors)
+    /// model file (.safetensors), float or int8 (exported as a QDQ graph)
     #[argh(option)]
     model: PathBuf,
     /// ONNX file to write (replaced atomically if it exists)
@@ -22,11 +22,12 @@ pub struct ExportOnnxArgs {
 pub fn run(args: ExportOnnxArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // Refused before any work: writing the ONNX file over the weights would destroy them.
     model_format::atomic::check_not_an_input(&args.out, &[&args.model])?;
-    let weights = Weights::load(&args.model)?;
-    onnx::save(&weights, &args.out)?;
+    let model = Model::load(&args.model)?;
+    onnx::save_model(&model, &args.out)?;
     println!(
-        "wrote {} (ONNX IR {IR_VERSION}, opset {OPSET_VERSION}): input `{INPUT_NAME}` {}; outputs `{LOGITS_NAME}` and `{PROBABILITIES_NAME}` float32 [N,10]",
+        "wrote {} ({}, ONNX IR {IR_VERSION}, opset {OPSET_VERSION}): input `{INPUT_NAME}` {}; outputs `{LOGITS_NAME}` and `{PROBABILITIES_NAME}` float32 [N,10]",
         args.out.display(),
+        if matches!(model, Model::Int8(_)) { "int8 QDQ graph" } else { "float32 graph" },
         onnx::input_contract()
     );
     Ok(ExitCode::SUCCESS)

@@ -7,6 +7,7 @@ mod eval;
 #[cfg(feature = "onnx")]
 mod export_onnx;
 mod output;
+mod quantize;
 #[cfg(feature = "serve")]
 mod serve;
 
@@ -27,6 +28,7 @@ enum Command {
     Eval(eval::EvalArgs),
     Classify(classify::ClassifyArgs),
     Data(data::DataCommand),
+    Quantize(quantize::QuantizeArgs),
     #[cfg(feature = "serve")]
     Serve(serve::ServeArgs),
     #[cfg(feature = "onnx")]
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Classify(args) => classify::run(args),
         Command::Data(args) => data::run(args),
+        Command::Quantize(args) => quantize::run(args),
         #[cfg(feature = "serve")]
         Command::Serve(args) => serve::run(args),
         #[cfg(feature = "onnx")]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use argh::FromArgs;
-use model_format::Weights;
+use model_format::Model;
 use serve::limits::Bound;
 use serve::{Limits, ModelCard, ServeConfig, Server};
 
@@ -80,11 +80,11 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let workers = args.workers.unwrap_or_else(|| (backend::default_threads() / args.threads).max(1));
     let mut config = config(&args, workers);
     config.validate()?;
-    let weights = Weights::load(&args.model)?;
-    let engine = backend::engine_for(&args.backend, &weights, args.threads)?;
+    let model = Model::load(&args.model)?;
+    let engine = backend::engine_for(&args.backend, &model, args.threads)?;
     let backend = engine.name();
-    config.class_names = weights.metadata.class_names.clone();
-    config.model_card = Some(ModelCard::from_metadata(&weights.metadata, args.model.display().to_string()));
+    config.class_names = model.metadata().class_names.clone();
+    config.model_card = Some(ModelCard::from_metadata(model.metadata(), args.model.display().to_string()));
     let server = Server::start(config, Arc::from(engine))?;
     eprintln!(
         "serving {} as '{}' on http://{} (page at /; {} backend, {workers} engine worker(s) × {} thread(s), batches up to {} images / {} ms)",

@@ -4,7 +4,8 @@
 use std::ffi::{c_char, CStr};
 
 use infer::Classifier;
-use model_format::{Weights, NUM_CLASSES};
+// Either variant, float or int8: the file says which.
+use model_format::{Model as ModelFile, NUM_CLASSES};
 
 use crate::args::{non_null, output, write_out};
 use crate::handles::{self, cifar10_model, Model};
@@ -40,9 +41,9 @@ pub unsafe extern "C" fn cifar10_open_path(
         unsafe { write_out(model, 0, "model")? };
         // SAFETY: checked non-NULL; NUL-terminated per the caller's contract.
         let path = unsafe { CStr::from_ptr(path) };
-        let weights = Weights::load(path_of(path))?;
+        let file = ModelFile::load(path_of(path))?;
         // SAFETY: as above.
-        unsafe { open(weights, threads, model) }
+        unsafe { open(file, threads, model) }
     })
 }
 
@@ -64,9 +65,9 @@ pub unsafe extern "C" fn cifar10_open_bytes(
         unsafe { write_out(model, 0, "model")? };
         // SAFETY: non-NULL, readable for `len` bytes per the caller's contract (u8: no alignment).
         let bytes = unsafe { std::slice::from_raw_parts(bytes, len) };
-        let weights = Weights::from_bytes(bytes)?;
+        let file = ModelFile::from_bytes(bytes)?;
         // SAFETY: as above.
-        unsafe { open(weights, threads, model) }
+        unsafe { open(file, threads, model) }
     })
 }
 
@@ -74,7 +75,7 @@ pub unsafe extern "C" fn cifar10_open_bytes(
 ///
 /// # Safety
 /// `model` must be non-NULL and writable.
-unsafe fn open(weights: Weights, threads: u32, model: *mut cifar10_model) -> Result<(), Failure> {
+unsafe fn open(file: ModelFile, threads: u32, model: *mut cifar10_model) -> Result<(), Failure> {
     let threads = match threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         t if t > CIFAR10_MAX_THREADS => {
@@ -85,8 +86,8 @@ unsafe fn open(weights: Weights, threads: u32, model: *mut cifar10_model) -> Res
         }
         t => t as usize,
     };
-    let classifier = Classifier::from_weights(&weights, threads)?;
-    let handle = handles::insert(Model { classifier, metadata: weights.metadata, threads });
+    let classifier = Classifier::from_model(&file, threads)?;
+    let handle = handles::insert(Model { classifier, metadata: file.metadata().clone(), threads });
     // SAFETY: the caller's contract; `write_out` already wrote through it.
     unsafe { model.write(handle) };
     Ok(())

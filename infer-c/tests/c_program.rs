@@ -47,12 +47,19 @@ fn run(command: &mut Command) -> Output {
     output
 }
 
-/// The bundled model's count of correct answers on the sample, from its manifest.
-fn expected_correct() -> u64 {
+/// The bundled float model.
+const MODEL: &str = "models/cifar10.safetensors";
+/// The bundled int8 model (the manifest's `int8` section).
+const INT8_MODEL: &str = "models/cifar10-int8.safetensors";
+
+/// A bundled model's count of correct answers on the sample, from the manifest: `results`
+/// for the float model, `int8.results` for the int8 one.
+fn expected_correct(model: &str) -> u64 {
     let path = repo_file("models/cifar10.manifest.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let manifest: serde_json::Value = serde_json::from_str(&text).expect("manifest is JSON");
-    manifest["results"]["sample"]["correct"]["cpu"].as_u64().expect("results.sample.correct.cpu in the manifest")
+    let section = if model == INT8_MODEL { &manifest["int8"] } else { &manifest };
+    section["results"]["sample"]["correct"]["cpu"].as_u64().expect("results.sample.correct.cpu in the manifest")
 }
 
 /// Compiles the C test program; `link` says how to link libcifar10.
@@ -77,21 +84,20 @@ fn shared_link() -> Vec<String> {
     vec![format!("-L{dir}"), "-lcifar10".into(), format!("-Wl,-rpath,{dir}")]
 }
 
-/// Runs the C program on the whole sample; it must get the manifest's count.
-fn run_c_program_on_the_sample(exe: &Path) {
-    let expected = expected_correct();
-    let text = run_c_program(exe, &[], &repo_file("data/sample/test_batch.bin"), &expected.to_string());
+/// Runs the C program with `model` on the whole sample; it must get the manifest's count.
+fn run_c_program_on_the_sample(exe: &Path, model: &str) {
+    let expected = expected_correct(model);
+    let text = run_c_program(exe, &[], model, &repo_file("data/sample/test_batch.bin"), &expected.to_string());
     assert!(text.contains(&format!("correct: {expected}/1000")), "{text}");
 }
 
 /// Runs the C program (under `wrapper`, if any) and checks that all its checks passed.
-fn run_c_program(exe: &Path, wrapper: &[&str], sample: &Path, expected: &str) -> String {
+fn run_c_program(exe: &Path, wrapper: &[&str], model: &str, sample: &Path, expected: &str) -> String {
     let (program, args) = match wrapper.split_first() {
         Some((first, rest)) => (first.to_string(), [rest, &[exe.to_str().expect("UTF-8 path")]].concat()),
         None => (exe.display().to_string(), vec![]),
     };
-    let output =
-        run(Command::new(program).args(args).arg(repo_file("models/cifar10.safetensors")).arg(sample).arg(expected));
+    let output = run(Command::new(program).args(args).arg(repo_file(model)).arg(sample).arg(expected));
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(text.contains("all checks passed"), "{text}");
     text
@@ -100,7 +106,14 @@ fn run_c_program(exe: &Path, wrapper: &[&str], sample: &Path, expected: &str) ->
 #[test]
 fn c_program_linked_statically_gets_the_manifest_count() {
     let exe = build_c_program("classify_sample_static", &static_link());
-    run_c_program_on_the_sample(&exe);
+    run_c_program_on_the_sample(&exe, MODEL);
+}
+
+/// The same program, unchanged, opens the int8 model: the library reads the variant from the file.
+#[test]
+fn c_program_on_the_int8_model_gets_its_manifest_count() {
+    let exe = build_c_program("classify_sample_int8", &static_link());
+    run_c_program_on_the_sample(&exe, INT8_MODEL);
 }
 
 #[test]
@@ -108,7 +121,7 @@ fn c_program_linked_dynamically_gets_the_manifest_count() {
     let exe = build_c_program("classify_sample_shared", &shared_link());
     let ldd = run(Command::new("ldd").arg(&exe));
     assert!(String::from_utf8_lossy(&ldd.stdout).contains("libcifar10.so"), "not linked to libcifar10.so");
-    run_c_program_on_the_sample(&exe);
+    run_c_program_on_the_sample(&exe, MODEL);
 }
 
 /// Records of the sample the valgrind run classifies.
@@ -134,6 +147,7 @@ fn c_program_under_valgrind_has_no_errors_and_no_leaks() {
             &suppressions,
             &log_arg,
         ],
+        MODEL,
         &prefix,
         "-",
     );

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use model_format::{Metadata, Weights, NUM_CLASSES};
+use model_format::{Metadata, Model, NUM_CLASSES};
 use ndarray::{Array1, Array2};
 use numpy::{IntoPyArray, PyArray1, PyArray2};
 use pyo3::exceptions::PyValueError;
@@ -51,10 +51,11 @@ impl Source {
         })
     }
 
-    fn load(&self) -> Result<Weights, model_format::WeightsError> {
+    /// A model file of either variant, float or int8 (the file says which).
+    fn load(&self) -> Result<Model, model_format::WeightsError> {
         match self {
-            Source::Bytes(bytes) => Weights::from_bytes(bytes),
-            Source::Path(path) => Weights::load(path),
+            Source::Bytes(bytes) => Model::from_bytes(bytes),
+            Source::Path(path) => Model::load(path),
         }
     }
 }
@@ -74,9 +75,9 @@ impl Classifier {
     fn new(py: Python<'_>, model: &Bound<'_, PyAny>, threads: Option<usize>) -> PyResult<Self> {
         let threads = threads_or_default(threads)?;
         let source = Source::from_py(model)?;
-        let weights = py.detach(|| source.load()).map_err(|e| weights_to_py(&e))?;
-        let inner = infer::Classifier::from_weights(&weights, threads).map_err(to_py)?;
-        Ok(Classifier { inner, metadata: weights.metadata, threads })
+        let model = py.detach(|| source.load()).map_err(|e| weights_to_py(&e))?;
+        let inner = infer::Classifier::from_model(&model, threads).map_err(to_py)?;
+        Ok(Classifier { inner, metadata: model.metadata().clone(), threads })
     }
 
     /// `classify(images) -> (classes, probabilities)`: `images` is a `uint8` array

@@ -240,3 +240,11 @@ def test_readme_example(monkeypatch, capsys):
     print([model.class_names[c] for c in classes], probabilities.max(axis=1))
     # --- end of README example ---
     assert capsys.readouterr().out.startswith("['")
+
+
+def test_the_int8_model_opens_the_same_way_and_gets_its_manifest_count(sample, manifest):
+    labels, images = sample
+    int8 = cifar10.Classifier(REPO / "models" / "cifar10-int8.safetensors", threads=1)
+    classes, probabilities = int8.classify(images)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert int((classes == labels).sum()) == manifest["int8"]["results"]["sample"]["correct"]["cpu"]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use model_format::arch::{IMAGE_LEN, IMAGE_SIZE, INPUT_CHANNELS, INPUT_LEN, NUM_CLASSES};
 use model_format::cifar::RECORD_LEN;
 use model_format::preprocess::{preprocess, preprocess_hwc};
-use model_format::Weights;
+use model_format::{Model, Weights};
 use ndarray::ArrayView4;
 
 use crate::cpu::CpuEngine;
@@ -70,14 +70,21 @@ impl Classifier {
         Classifier::new(engine, weights.metadata.class_names.clone())
     }
 
-    /// Loads and validates a weights file, then builds the pure-Rust engine (one thread).
+    /// The pure-Rust engine on a model of either variant (float or int8).
+    pub fn from_model(model: &Model, threads: usize) -> Result<Self, InferError> {
+        let engine: Arc<dyn Engine> = Arc::new(CpuEngine::for_model(model, threads)?);
+        Classifier::new(engine, model.metadata().class_names.clone())
+    }
+
+    /// Loads and validates a model file of either variant (float or int8, see [`Model`]),
+    /// then builds the pure-Rust engine (one thread).
     pub fn from_path(path: impl AsRef<Path>) -> Result<Self, InferError> {
-        Classifier::from_weights(&Weights::load(path)?, 1)
+        Classifier::from_model(&Model::load(path)?, 1)
     }
 
     /// Like [`Classifier::from_path`] for a model held in memory (e.g. `include_bytes!`).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, InferError> {
-        Classifier::from_weights(&Weights::from_bytes(bytes)?, 1)
+        Classifier::from_model(&Model::from_bytes(bytes)?, 1)
     }
 
     /// The engine doing the work.

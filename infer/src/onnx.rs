@@ -22,7 +22,7 @@ use std::sync::{Mutex, OnceLock};
 
 use model_format::arch::{INPUT_CHANNELS, INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
 use model_format::onnx::LOGITS_NAME;
-use model_format::Weights;
+use model_format::{Model, Weights};
 use ndarray::ArrayView4;
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
@@ -60,6 +60,17 @@ impl OnnxEngine {
     /// threads ONNX Runtime uses inside each operator; 0 lets it choose (one per core).
     pub fn from_weights(weights: &Weights, threads: usize) -> Result<Self, InferError> {
         Self::from_bytes(&model_format::onnx::to_bytes(weights), threads, "the exported model")
+    }
+
+    /// Exports a model of either variant to ONNX in memory and loads the result: the float
+    /// graph, or the int8 model's QDQ graph ([`model_format::onnx::quantized_to_bytes`]).
+    pub fn from_model(model: &Model, threads: usize) -> Result<Self, InferError> {
+        match model {
+            Model::Float(weights) => Self::from_weights(weights, threads),
+            Model::Int8(quantized) => {
+                Self::from_bytes(&model_format::onnx::quantized_to_bytes(quantized), threads, "the exported int8 model")
+            }
+        }
     }
 
     /// Loads an ONNX file written by `cifar10 export-onnx` (or any model with the same

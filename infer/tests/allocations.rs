@@ -1,4 +1,4 @@
-//! Steady-state inference allocates nothing, on any thread: after a warm-up call has sized
+//! Steady-state inference allocates nothing, on any thread, with the float or the int8 model: after a warm-up call has sized
 //! the workspace, a call makes no heap allocation at all, neither on the calling thread nor
 //! on the engine's helper threads (started once, with the engine, and handed each call's
 //! work without boxing it). Kept in its own test binary because it installs a counting
@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use infer::cpu::{CpuEngine, Kernel, Workspace};
 use infer::{random_weights, Engine};
 use model_format::arch::{INPUT_LEN, NUM_CLASSES};
+use model_format::quantized::{ActivationQuant, QuantizedWeights};
 use ndarray::{Array2, ArrayView4};
 
 struct Counting;
@@ -87,14 +88,22 @@ fn warm_calls_allocate_nothing_on_any_thread() {
     let (spawned, _, ()) = count(|| std::thread::scope(|scope| drop(scope.spawn(|| drop(vec![0u8; 64])))));
     assert!(spawned >= 1, "allocations on another thread are counted");
 
+    let int8_model = QuantizedWeights::uniform(0.01, ActivationQuant::from_range(-2.0, 2.0));
     for kernel in [Kernel::best(), Kernel::Portable] {
-        for threads in [1, 2, 3] {
-            let engine = CpuEngine::with_kernel(&random_weights(1), threads, kernel).unwrap();
+        for (threads, int8) in [1, 2, 3].into_iter().flat_map(|t| [(t, false), (t, true)]) {
+            let engine = if int8 {
+                CpuEngine::int8_with_kernel(&int8_model, threads, kernel).unwrap()
+            } else {
+                CpuEngine::with_kernel(&random_weights(1), threads, kernel).unwrap()
+            };
             // Batch 1 shares each layer between the threads; larger ones give each a chunk.
             let batches: &[usize] = if kernel == Kernel::Portable { &[1, 3] } else { &[1, 3, 128] };
             for &batch in batches {
                 let [explicit, pooled] = steady_state(&engine, batch);
-                let what = format!("{kernel} kernel, {threads} thread(s), batch {batch}: (allocations, bytes)");
+                let variant = if int8 { "int8" } else { "float" };
+                let what = format!(
+                    "{variant} model, {kernel} kernel, {threads} thread(s), batch {batch}: (allocations, bytes)"
+                );
                 assert_eq!(explicit, (0, 0), "{what} of a call with a warm workspace");
                 assert_eq!(pooled, (0, 0), "{what} of Engine::logits once warm");
             }

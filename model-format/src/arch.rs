@@ -205,6 +205,24 @@ impl Lrn {
     pub fn window(&self) -> usize {
         2 * self.depth_radius + 1
     }
+
+    /// `t^-beta` in `f32`, as every engine's LRN computes it: the tutorial's beta = 0.75 is
+    /// `1 / (√t · ⁴√t)` (exactly rounded operations only, much cheaper than `powf`, and the
+    /// same bits on every instruction set); another beta uses `powf`.
+    ///
+    /// ```
+    /// let v = model_format::arch::LRN.inverse_power(16.0);
+    /// assert_eq!(v, 0.125);
+    /// ```
+    #[inline(always)]
+    pub fn inverse_power(&self, t: f32) -> f32 {
+        if self.beta == 0.75 {
+            let root = t.sqrt();
+            1.0 / (root * root.sqrt())
+        } else {
+            t.powf(-self.beta)
+        }
+    }
 }
 
 /// A fully connected layer `y = W·x + b` with `W` stored `[out, in]`.

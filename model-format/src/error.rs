@@ -56,6 +56,13 @@ pub enum WeightsError {
     WrongDtype {
         tensor: String,
         found: String,
+        expected: &'static str,
+    },
+    /// A value outside its valid range (a quantization scale that is not positive).
+    InvalidValue {
+        tensor: String,
+        index: usize,
+        problem: String,
     },
     NonFinite {
         tensor: String,
@@ -102,7 +109,10 @@ impl fmt::Display for WeightsError {
             WrongShape { tensor, expected, found } => {
                 write!(f, "tensor `{tensor}` has shape {found:?}, expected {expected:?}")
             }
-            WrongDtype { tensor, found } => write!(f, "tensor `{tensor}` has dtype {found}, expected F32"),
+            WrongDtype { tensor, found, expected } => {
+                write!(f, "tensor `{tensor}` has dtype {found}, expected {expected}")
+            }
+            InvalidValue { tensor, index, problem } => write!(f, "tensor `{tensor}`, element {index}: {problem}"),
             NonFinite { tensor, index, value } => {
                 write!(f, "tensor `{tensor}` holds a non-finite value ({value}) at element {index}")
             }

@@ -10,7 +10,9 @@
 //! - `reference` (feature `reference`): the naive f64 forward pass every backend is tested against;
 //! - [`atomic`]: safe outputs: crash-safe replacement of regular files only, no output
 //!   over an input, stale temporary files removed;
-//! - [`digest`]: the hash behind the weights digest and the dataset fingerprint.
+//! - [`digest`]: the hash behind the weights digest and the dataset fingerprint;
+//! - [`quantized`]: the int8 variant of the model file, and [`Model`], a file of either variant;
+//! - `quantize` (feature `reference`): post-training quantization of a float model.
 //!
 //! ```
 //! assert_eq!(model_format::arch::PARAM_COUNT, 1_068_298);
@@ -22,9 +24,13 @@ pub mod cifar;
 pub mod digest;
 mod error;
 pub mod init;
+pub mod model;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 pub mod preprocess;
+#[cfg(feature = "reference")]
+pub mod quantize;
+pub mod quantized;
 #[cfg(feature = "reference")]
 pub mod reference;
 pub mod tensor_set;
@@ -32,4 +38,6 @@ pub mod weights;
 
 pub use arch::{CLASS_NAMES, LAYERS, NUM_CLASSES, PARAM_COUNT, TENSORS};
 pub use error::WeightsError;
+pub use model::Model;
+pub use quantized::QuantizedWeights;
 pub use weights::{Metadata, Weights, WeightsKind};

@@ -13,6 +13,7 @@
 use crate::arch::{
     output_shape, ActShape, Conv, Dense, Layer, Lrn, MaxPool, INPUT_LEN, INPUT_SHAPE, LAYERS, NUM_CLASSES,
 };
+use crate::quantized::{QuantizedLayer, QuantizedWeights};
 use crate::weights::Weights;
 
 /// The logits of one preprocessed image (`INPUT_LEN` values, CHW; see [`crate::preprocess`]).
@@ -20,10 +21,17 @@ use crate::weights::Weights;
 /// Panics if `image` does not hold `INPUT_LEN` values: this is a test oracle, not an API
 /// for untrusted input.
 pub fn logits(weights: &Weights, image: &[f32]) -> [f64; NUM_CLASSES] {
+    forward(weights, image, |_, _| {})
+}
+
+/// Like [`logits`], showing `observe` the input of every layer (its index in [`LAYERS`]
+/// and the values) before the layer runs: the quantizer calibrates on these.
+pub fn forward(weights: &Weights, image: &[f32], mut observe: impl FnMut(usize, &[f64])) -> [f64; NUM_CLASSES] {
     assert_eq!(image.len(), INPUT_LEN, "reference::logits takes one preprocessed image");
     let mut x: Vec<f64> = image.iter().map(|&v| f64::from(v)).collect();
     let mut shape = INPUT_SHAPE;
-    for (_, layer) in LAYERS.iter() {
+    for (index, (_, layer)) in LAYERS.iter().enumerate() {
+        observe(index, &x);
         x = match (*layer, shape) {
             (Layer::Conv(conv), ActShape::Map { c, h, w }) => convolution(weights, &conv, &x, c, h, w),
             (Layer::Relu, _) => x.iter().map(|v| v.max(0.0)).collect(),
@@ -114,6 +122,102 @@ fn fully_connected(weights: &Weights, dense: &Dense, x: &[f64]) -> Vec<f64> {
     (0..dense.out_features())
         .map(|o| f64::from(bias[o]) + (0..n).map(|i| f64::from(matrix[o * n + i]) * x[i]).sum::<f64>())
         .collect()
+}
+
+/// The logits of one preprocessed image under the int8 model: the naive integer forward
+/// pass every int8 engine is compared with bit for bit. Each convolution and dense layer
+/// quantizes its input ([`crate::quantized::ActivationQuant::quantize`]), sums `q_w · (q_x − zero_point)` in
+/// `i32` (padding is a real zero: `q_x = zero_point`), and scales the sum with
+/// [`QuantizedLayer::output`]; ReLU, max pooling and LRN run in `f32`, LRN in exactly the
+/// engine's order of operations ([`Lrn::inverse_power`]).
+///
+/// ```
+/// use model_format::quantized::{ActivationQuant, QuantizedWeights};
+/// use model_format::{arch::INPUT_LEN, reference};
+/// let q = QuantizedWeights::uniform(0.001, ActivationQuant::from_range(-1.0, 1.0));
+/// let logits = reference::int8_logits(&q, &[0.5; INPUT_LEN]);
+/// assert!(logits.iter().all(|&v| v == logits[0] && v > 0.0));
+/// ```
+pub fn int8_logits(model: &QuantizedWeights, image: &[f32]) -> [f32; NUM_CLASSES] {
+    assert_eq!(image.len(), INPUT_LEN, "reference::int8_logits takes one preprocessed image");
+    let mut x = image.to_vec();
+    let mut shape = INPUT_SHAPE;
+    for (_, layer) in LAYERS.iter() {
+        x = match (*layer, shape) {
+            (Layer::Conv(conv), ActShape::Map { c, h, w }) => {
+                let q = model.layer(conv.weight).expect("every convolution is quantized");
+                int8_convolution(q, &conv, &x, c, h, w)
+            }
+            (Layer::Dense(dense), _) => {
+                let q = model.layer(dense.weight).expect("every dense layer is quantized");
+                int8_fully_connected(q, &x)
+            }
+            (Layer::Relu, _) => x.iter().map(|&v| if v > 0.0 { v } else { 0.0 }).collect(),
+            (Layer::MaxPool(pool), ActShape::Map { c, h, w }) => {
+                let wide: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+                // Max of f32 values widened and narrowed back: exact.
+                max_pool(&pool, &wide, c, h, w).into_iter().map(|v| v as f32).collect()
+            }
+            (Layer::Lrn(lrn), ActShape::Map { c, h, w }) => f32_local_response_norm(&lrn, &x, c, h * w),
+            (Layer::Flatten, _) => x,
+            (layer, shape) => unreachable!("arch::LAYERS never applies {layer:?} to {shape:?}"),
+        };
+        shape = output_shape(layer, shape);
+    }
+    x.try_into().expect("the last layer gives NUM_CLASSES values")
+}
+
+/// `q_w · (q_x − zero_point)` summed in `i32`, stride 1, padding `pad` real zeros.
+fn int8_convolution(q: &QuantizedLayer, conv: &Conv, x: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
+    let input: Vec<i32> = x.iter().map(|&v| i32::from(q.input.quantize(v)) - i32::from(q.input.zero_point)).collect();
+    let (k, pad) = (conv.kernel(), conv.pad as isize);
+    let mut out = vec![0f32; conv.out_channels() * h * w];
+    for o in 0..conv.out_channels() {
+        for y in 0..h {
+            for xx in 0..w {
+                let mut acc = 0i32;
+                for i in 0..c {
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let (iy, ix) = (y as isize + ky as isize - pad, xx as isize + kx as isize - pad);
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                acc += i32::from(q.weight[((o * c + i) * k + ky) * k + kx])
+                                    * input[(i * h + iy as usize) * w + ix as usize];
+                            }
+                        }
+                    }
+                }
+                out[(o * h + y) * w + xx] = q.output(o, acc);
+            }
+        }
+    }
+    out
+}
+
+/// `y[o] = output(o, Σ q_w · (q_x − zero_point))`.
+fn int8_fully_connected(q: &QuantizedLayer, x: &[f32]) -> Vec<f32> {
+    let input: Vec<i32> = x.iter().map(|&v| i32::from(q.input.quantize(v)) - i32::from(q.input.zero_point)).collect();
+    let n = q.in_features();
+    (0..q.out_features())
+        .map(|o| q.output(o, q.weight[o * n..][..n].iter().zip(&input).map(|(&w, &v)| i32::from(w) * v).sum()))
+        .collect()
+}
+
+/// LRN in `f32` as the engine computes it: the window's squares summed in channel order
+/// from 0.0, then `x · inverse_power(bias + alpha · sum)`.
+fn f32_local_response_norm(lrn: &Lrn, x: &[f32], c: usize, plane: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for ch in 0..c {
+        let (lo, hi) = (ch.saturating_sub(lrn.depth_radius), (ch + lrn.depth_radius).min(c - 1));
+        for p in 0..plane {
+            let mut sum = 0f32;
+            for j in lo..=hi {
+                sum += x[j * plane + p] * x[j * plane + p];
+            }
+            out[ch * plane + p] = x[ch * plane + p] * lrn.inverse_power(lrn.bias + lrn.alpha * sum);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

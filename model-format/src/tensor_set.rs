@@ -84,7 +84,10 @@ pub fn encode(sets: &[(&str, &[Vec<f32>])], metadata: &Fields) -> Result<Vec<u8>
             Ok((name, view))
         })
         .collect::<Result<Vec<_>, WeightsError>>()?;
-    safetensors::tensor::serialize(views, Some(fields)).map_err(|e| WeightsError::MalformedHeader(e.to_string()))
+    let bytes = safetensors::tensor::serialize(views, Some(fields))
+        .map_err(|e| WeightsError::MalformedHeader(e.to_string()))?;
+    // The same tensors and metadata give the same bytes, whatever the HashMap's order.
+    Ok(crate::quantized::canonical_header(bytes))
 }
 
 /// Parses and validates a file holding exactly one set per prefix in `prefixes`.
@@ -155,10 +158,7 @@ pub fn decode<M>(
 pub fn digest(sets: &[(&str, &[Vec<f32>])], metadata: &Fields) -> String {
     let mut hash = Fnv1a64::default();
     hash.update(DIGEST_DOMAIN);
-    for (key, value) in metadata.iter().filter(|(k, _)| k.as_str() != DIGEST_FIELD) {
-        update_with_length(&mut hash, key.as_bytes());
-        update_with_length(&mut hash, value.as_bytes());
-    }
+    hash_fields(&mut hash, metadata);
     for &(prefix, tensors) in sets {
         for (spec, data) in TENSORS.iter().zip(tensors) {
             update_with_length(&mut hash, format!("{prefix}{}", spec.name).as_bytes());
@@ -173,8 +173,16 @@ pub fn digest(sets: &[(&str, &[Vec<f32>])], metadata: &Fields) -> String {
     hash.finish()
 }
 
+/// Every metadata key and value but the digest's own, in key order, length-prefixed.
+pub(crate) fn hash_fields(hash: &mut Fnv1a64, metadata: &Fields) {
+    for (key, value) in metadata.iter().filter(|(k, _)| k.as_str() != DIGEST_FIELD) {
+        update_with_length(hash, key.as_bytes());
+        update_with_length(hash, value.as_bytes());
+    }
+}
+
 /// Length-prefixed, so that no two different sequences of strings hash the same bytes.
-fn update_with_length(hash: &mut Fnv1a64, bytes: &[u8]) {
+pub(crate) fn update_with_length(hash: &mut Fnv1a64, bytes: &[u8]) {
     hash.update(&(bytes.len() as u64).to_le_bytes());
     hash.update(bytes);
 }
@@ -275,7 +283,11 @@ fn read_set(file: &SafeTensors<'_>, prefix: &str) -> Result<Tensors, WeightsErro
             let name = format!("{prefix}{}", spec.name);
             let view = file.tensor(&name).map_err(|_| WeightsError::MissingTensor(name.clone()))?;
             if view.dtype() != Dtype::F32 {
-                return Err(WeightsError::WrongDtype { tensor: name, found: format!("{:?}", view.dtype()) });
+                return Err(WeightsError::WrongDtype {
+                    tensor: name,
+                    found: format!("{:?}", view.dtype()),
+                    expected: "F32",
+                });
             }
             if view.shape() != spec.shape {
                 return Err(WeightsError::WrongShape {
@@ -292,7 +304,7 @@ fn read_set(file: &SafeTensors<'_>, prefix: &str) -> Result<Tensors, WeightsErro
         .collect()
 }
 
-fn check_finite(tensor: &str, data: &[f32]) -> Result<(), WeightsError> {
+pub(crate) fn check_finite(tensor: &str, data: &[f32]) -> Result<(), WeightsError> {
     match data.iter().position(|v| !v.is_finite()) {
         Some(index) => Err(WeightsError::NonFinite { tensor: tensor.into(), index, value: data[index] }),
         None => Ok(()),
@@ -307,7 +319,7 @@ fn check_regular(path: &Path, meta: &std::fs::Metadata) -> Result<(), WeightsErr
 }
 
 /// Checks the 8-byte length prefix against the file size before the parser allocates.
-fn check_header_bounds(bytes: &[u8]) -> Result<(), WeightsError> {
+pub(crate) fn check_header_bounds(bytes: &[u8]) -> Result<(), WeightsError> {
     let Some(prefix) = bytes.get(..8) else {
         return Err(WeightsError::Truncated(format!(
             "{} bytes; a safetensors file starts with an 8-byte header length",
@@ -327,7 +339,7 @@ fn check_header_bounds(bytes: &[u8]) -> Result<(), WeightsError> {
     Ok(())
 }
 
-fn map_safetensors_error(e: SafeTensorError, bytes: &[u8]) -> WeightsError {
+pub(crate) fn map_safetensors_error(e: SafeTensorError, bytes: &[u8]) -> WeightsError {
     match e {
         SafeTensorError::MetadataIncompleteBuffer => length_mismatch(bytes),
         SafeTensorError::HeaderTooLarge => WeightsError::HeaderTooLarge { length: u64::MAX },

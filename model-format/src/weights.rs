@@ -195,26 +195,31 @@ impl Weights {
 
     /// The metadata as stored, without the digest.
     fn metadata_fields(&self) -> Fields {
-        let m = &self.metadata;
-        let mut map = m.extra.clone();
-        map.insert("format_version".into(), FORMAT_VERSION.to_string());
-        map.insert("architecture".into(), ARCHITECTURE.into());
-        map.insert("class_names".into(), serde_json::to_string(&m.class_names).expect("strings serialise"));
-        map.insert("input".into(), INPUT_DESCRIPTION.into());
-        let optional = [
-            ("step", m.step.map(|v| v.to_string())),
-            ("ema_decay", m.ema_decay.map(|v| v.to_string())),
-            ("weights", m.weights_kind.map(|k| k.as_str().to_string())),
-            ("dataset_fingerprint", m.dataset_fingerprint.clone()),
-            ("precision_at_1", m.precision_at_1.map(|v| v.to_string())),
-        ];
-        for (key, value) in optional {
-            if let Some(value) = value {
-                map.insert(key.into(), value);
-            }
-        }
-        map
+        metadata_fields(&self.metadata, ARCHITECTURE)
     }
+}
+
+/// The metadata fields of a model file of `architecture` (the float or the int8 variant),
+/// without the digest.
+pub(crate) fn metadata_fields(m: &Metadata, architecture: &str) -> Fields {
+    let mut map = m.extra.clone();
+    map.insert("format_version".into(), FORMAT_VERSION.to_string());
+    map.insert("architecture".into(), architecture.into());
+    map.insert("class_names".into(), serde_json::to_string(&m.class_names).expect("strings serialise"));
+    map.insert("input".into(), INPUT_DESCRIPTION.into());
+    let optional = [
+        ("step", m.step.map(|v| v.to_string())),
+        ("ema_decay", m.ema_decay.map(|v| v.to_string())),
+        ("weights", m.weights_kind.map(|k| k.as_str().to_string())),
+        ("dataset_fingerprint", m.dataset_fingerprint.clone()),
+        ("precision_at_1", m.precision_at_1.map(|v| v.to_string())),
+    ];
+    for (key, value) in optional {
+        if let Some(value) = value {
+            map.insert(key.into(), value);
+        }
+    }
+    map
 }
 
 /// Keys this module writes and reads itself; everything else goes to `Metadata::extra`.
@@ -232,6 +237,20 @@ const KNOWN_KEYS: [&str; 10] = [
 ];
 
 fn parse_metadata(fields: &Fields) -> Result<Metadata, WeightsError> {
+    if fields.get("architecture").map(String::as_str) == Some(crate::quantized::ARCHITECTURE_INT8) {
+        return Err(bad_field(
+            "architecture",
+            format!(
+                "`{}` is the int8 model, not the float one; open it with `model_format::Model::load`",
+                crate::quantized::ARCHITECTURE_INT8
+            ),
+        ));
+    }
+    parse_metadata_for(fields, ARCHITECTURE)
+}
+
+/// Reads and checks the metadata of a model file of `architecture` (float or int8).
+pub(crate) fn parse_metadata_for(fields: &Fields, architecture: &str) -> Result<Metadata, WeightsError> {
     let version: String = field(fields, "format_version")?;
     if version.parse::<u32>().ok() != Some(FORMAT_VERSION) {
         let hint =
@@ -241,7 +260,7 @@ fn parse_metadata(fields: &Fields) -> Result<Metadata, WeightsError> {
             format!("`{version}` is not supported (this reader knows {FORMAT_VERSION}){hint}"),
         ));
     }
-    expect_field(fields, "architecture", ARCHITECTURE)?;
+    expect_field(fields, "architecture", architecture)?;
     expect_field(fields, "input", INPUT_DESCRIPTION)?;
     let class_names: Vec<String> = serde_json::from_str(&field::<String>(fields, "class_names")?)
         .map_err(|e| bad_field("class_names", format!("not a JSON list of strings: {e}")))?;

@@ -10,9 +10,9 @@ use infer::onnx::OnnxEngine;
 use infer::prediction::argmax;
 use infer::Engine;
 use model_format::arch::{INPUT_CHANNELS, INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
-use model_format::cifar::Records;
+use model_format::cifar::{Dataset, Records};
 use model_format::preprocess::preprocess;
-use model_format::Weights;
+use model_format::{QuantizedWeights, Weights};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 use train::model::Net;
@@ -25,6 +25,17 @@ const BATCH: usize = 500;
 /// The committed model and its manifest, relative to the repository root.
 pub const MODEL: &str = "models/cifar10.safetensors";
 pub const MANIFEST: &str = "models/cifar10.manifest.json";
+/// The int8 model quantized from [`MODEL`] by `examples/bundle_model.rs`; its counts are
+/// the manifest's `int8` section.
+pub const INT8_MODEL: &str = "models/cifar10-int8.safetensors";
+/// Backends whose int8 counts the manifest records (the int8 graph runs in ONNX Runtime too,
+/// but its float steps round differently: its count is within a few images, not exact).
+pub const INT8_BACKENDS: [&str; 1] = ["cpu"];
+/// Training images the bundled int8 model is calibrated on: the first 1,000 of `data_batch_1.bin`.
+pub const CALIBRATION_IMAGES: usize = model_format::quantize::DEFAULT_CALIBRATION_IMAGES;
+/// Largest int8 model file accepted (issue 16: at most 1.2 MB).
+pub const MAX_INT8_BYTES: u64 = 1_200_000;
+
 /// The in-repo sample of the test set.
 pub const SAMPLE: &str = "data/sample/test_batch.bin";
 
@@ -85,6 +96,23 @@ pub fn logits(backend: &str, weights: &Weights, inputs: &[f32]) -> Vec<f32> {
         other => panic!("unknown backend {other}"),
     }
     out
+}
+
+/// The int8 model's logits with `backend` (one of [`INT8_BACKENDS`]) for `inputs`, `[n, 10]` flat.
+pub fn int8_logits(backend: &str, model: &QuantizedWeights, inputs: &[f32]) -> Vec<f32> {
+    let mut out = vec![0f32; inputs.len() / INPUT_LEN * NUM_CLASSES];
+    match backend {
+        "cpu" => run_engine(&CpuEngine::new_int8(model, 2).expect("int8 cpu engine"), inputs, &mut out),
+        other => panic!("unknown int8 backend {other}"),
+    }
+    out
+}
+
+/// Quantizes `weights` as the bundled int8 model is made: calibrated on the first
+/// [`CALIBRATION_IMAGES`] training images of `dataset`.
+pub fn quantize_bundled(weights: &Weights, dataset: &Dataset) -> Result<QuantizedWeights, Box<dyn std::error::Error>> {
+    let (images, description) = model_format::quantize::calibration_images(dataset, CALIBRATION_IMAGES)?;
+    Ok(model_format::quantize::quantize(weights, &images, &description)?)
 }
 
 fn run_engine(engine: &dyn Engine, inputs: &[f32], out: &mut [f32]) {

@@ -150,11 +150,13 @@ static void check_metadata(cifar10_model model) {
     double precision = 0;
     uint32_t threads = 0;
     EXPECT_OK(cifar10_step(model, &step));
-    EXPECT_OK(cifar10_precision_at_1(model, &precision));
+    /* An int8 model does not record a precision@1: its quantizer never sees the test set. */
+    cifar10_status stated = cifar10_precision_at_1(model, &precision);
+    CHECK(stated == CIFAR10_OK || stated == CIFAR10_ERR_NOT_AVAILABLE, "precision_at_1 status %d", (int)stated);
     EXPECT_OK(cifar10_threads(model, &threads));
     printf("\nstep %llu, precision@1 %.4f, threads %u\n", (unsigned long long)step, precision, threads);
     CHECK(step > 0, "step %llu", (unsigned long long)step);
-    CHECK(precision > 0.1 && precision <= 1.0, "precision@1 %f", precision);
+    CHECK(stated != CIFAR10_OK || (precision > 0.1 && precision <= 1.0), "precision@1 %f", precision);
     CHECK(threads == 1, "threads %u", threads);
 }
 

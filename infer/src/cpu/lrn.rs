@@ -45,20 +45,9 @@ impl LrnStep {
                 }
                 let src = &input[c * p + start..][..len];
                 for ((d, &x), &s) in dst[start..start + len].iter_mut().zip(src).zip(&sums[..len]) {
-                    *d = x * self.inverse_power(self.lrn.bias + self.lrn.alpha * s);
+                    *d = x * self.lrn.inverse_power(self.lrn.bias + self.lrn.alpha * s);
                 }
             }
-        }
-    }
-
-    /// `t^-beta`; the tutorial's beta = 0.75 is `1 / (√t · ⁴√t)`, much cheaper than `powf`.
-    #[inline]
-    fn inverse_power(&self, t: f32) -> f32 {
-        if self.lrn.beta == 0.75 {
-            let root = t.sqrt();
-            1.0 / (root * root.sqrt())
-        } else {
-            t.powf(-self.lrn.beta)
         }
     }
 }

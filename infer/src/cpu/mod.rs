@@ -51,6 +51,7 @@
 mod conv;
 mod dense;
 mod gemm;
+mod int8;
 mod kernel;
 mod lrn;
 mod plan;
@@ -61,7 +62,7 @@ mod workspace;
 use std::sync::Mutex;
 
 use model_format::arch::INPUT_LEN;
-use model_format::Weights;
+use model_format::{Model, QuantizedWeights, Weights};
 
 use ndarray::{ArrayView4, ArrayViewMut2};
 
@@ -69,11 +70,12 @@ use crate::engine::{check_input, check_output, Engine};
 use crate::error::InferError;
 #[doc(hidden)]
 pub use gemm::ProductBench;
+use int8::Int8Plan;
 pub use kernel::{Kernel, KERNEL_ENV};
 use plan::Plan;
 use workers::{SharedChunks, Team, Workers};
-use workspace::Scratch;
 pub use workspace::Workspace;
+use workspace::{Scratch, Sizes};
 
 /// The pure-Rust engine (backend name `"cpu"`).
 ///
@@ -88,7 +90,7 @@ pub use workspace::Workspace;
 /// ```
 #[derive(Debug)]
 pub struct CpuEngine {
-    plan: Plan,
+    net: Net,
     threads: usize,
     /// The `threads - 1` helper threads, started here and kept for the engine's life.
     workers: Workers,
@@ -115,18 +117,64 @@ impl CpuEngine {
     /// # Ok::<(), infer::InferError>(())
     /// ```
     pub fn with_kernel(weights: &Weights, threads: usize, kernel: Kernel) -> Result<Self, InferError> {
+        CpuEngine::start(Net::Float(Plan::build(weights, kernel)?), threads)
+    }
+
+    /// The engine on the int8 model: integer products accumulated in `i32` (AVX-512 VNNI,
+    /// AVX2 or portable, after the kernel chosen as for [`CpuEngine::new`]), bitwise the same
+    /// as `model_format::reference::int8_logits` (feature `reference`) with any kernel and thread count.
+    ///
+    /// ```
+    /// use infer::{Engine, cpu::CpuEngine};
+    /// use model_format::quantized::{ActivationQuant, QuantizedWeights};
+    /// let model = QuantizedWeights::uniform(0.001, ActivationQuant::from_range(-2.0, 2.0));
+    /// let engine = CpuEngine::new_int8(&model, 1)?;
+    /// let mut logits = [0.0f32; 10];
+    /// engine.logits_flat(&[0.5; model_format::arch::INPUT_LEN], 1, &mut logits)?;
+    /// assert_eq!(logits, model_format::reference::int8_logits(&model, &[0.5; model_format::arch::INPUT_LEN]));
+    /// # Ok::<(), infer::InferError>(())
+    /// ```
+    pub fn new_int8(model: &QuantizedWeights, threads: usize) -> Result<Self, InferError> {
+        CpuEngine::int8_with_kernel(model, threads, Kernel::from_env()?)
+    }
+
+    /// Like [`CpuEngine::new_int8`], with the kernel given (for tests and benchmarks).
+    pub fn int8_with_kernel(model: &QuantizedWeights, threads: usize, kernel: Kernel) -> Result<Self, InferError> {
+        CpuEngine::start(Net::Int8(Int8Plan::build(model, kernel)?), threads)
+    }
+
+    /// The engine on a model of either variant (see [`Model`]), with the kernel chosen as for
+    /// [`CpuEngine::new`].
+    ///
+    /// ```
+    /// let model = model_format::Model::Float(infer::random_weights(3));
+    /// let engine = infer::cpu::CpuEngine::for_model(&model, 1)?;
+    /// assert!(!engine.is_int8());
+    /// # Ok::<(), infer::InferError>(())
+    /// ```
+    pub fn for_model(model: &Model, threads: usize) -> Result<Self, InferError> {
+        match model {
+            Model::Float(weights) => CpuEngine::new(weights, threads),
+            Model::Int8(quantized) => CpuEngine::new_int8(quantized, threads),
+        }
+    }
+
+    fn start(net: Net, threads: usize) -> Result<Self, InferError> {
         let threads = threads.max(1);
-        Ok(CpuEngine {
-            plan: Plan::build(weights, kernel)?,
-            threads,
-            workers: Workers::new(threads)?,
-            spare: Mutex::new(Vec::new()),
-        })
+        Ok(CpuEngine { net, threads, workers: Workers::new(threads)?, spare: Mutex::new(Vec::new()) })
     }
 
     /// The kernel the engine runs.
     pub fn kernel(&self) -> Kernel {
-        self.plan.kernel
+        match &self.net {
+            Net::Float(plan) => plan.kernel,
+            Net::Int8(plan) => plan.kernel,
+        }
+    }
+
+    /// Whether the engine runs the int8 model.
+    pub fn is_int8(&self) -> bool {
+        matches!(self.net, Net::Int8(_))
     }
 
     /// Threads one call may use.
@@ -145,12 +193,14 @@ impl CpuEngine {
     pub fn workspace_bytes(&self, batch: usize) -> usize {
         let mut workspace = Workspace::new();
         let (workers, rows) = split(batch.max(1), self.threads);
-        workspace.reserve(&self.plan, workers, rows);
+        workspace.reserve(self.net.sizes(), workers, rows);
         workspace.bytes()
     }
 
     /// Bytes of weights the engine holds (the parameters, with the convolution kernels
-    /// packed and padded for the matrix product).
+    /// packed and padded for the matrix product; for the int8 model, the `i8` weights padded
+    /// to whole rows and four bytes per output channel for each of its correction, scale and
+    /// bias).
     ///
     /// ```
     /// let engine = infer::cpu::CpuEngine::new(&infer::random_weights(0), 1)?;
@@ -158,7 +208,10 @@ impl CpuEngine {
     /// # Ok::<(), infer::InferError>(())
     /// ```
     pub fn weight_bytes(&self) -> usize {
-        self.plan.weight_floats() * std::mem::size_of::<f32>()
+        match &self.net {
+            Net::Float(plan) => plan.weight_floats() * std::mem::size_of::<f32>(),
+            Net::Int8(plan) => plan.weight_bytes(),
+        }
     }
 
     /// Like [`Engine::logits_into`], with a workspace the caller holds: no lock, no pool, and,
@@ -189,7 +242,7 @@ impl CpuEngine {
         match out.as_slice_mut() {
             Some(slice) => self.logits_flat_with(workspace, flat, batch, slice),
             None => {
-                let mut logits = vec![0f32; batch * self.plan.out_len()];
+                let mut logits = vec![0f32; batch * self.net.out_len()];
                 self.logits_flat_with(workspace, flat, batch, &mut logits)?;
                 out.iter_mut().zip(logits).for_each(|(o, v)| *o = v);
                 Ok(())
@@ -205,24 +258,55 @@ impl CpuEngine {
         batch: usize,
         logits: &mut [f32],
     ) -> Result<(), InferError> {
-        check_lengths(input, batch, logits, self.plan.out_len())?;
+        let out_len = self.net.out_len();
+        check_lengths(input, batch, logits, out_len)?;
         let team = self.workers.team();
         let (workers, rows) = split(batch, team.size());
-        workspace.reserve(&self.plan, workers, rows);
+        workspace.reserve(self.net.sizes(), workers, rows);
         if workers == 1 {
             // Fewer images than threads (a single image): the threads share each layer.
-            run_chunk(&self.plan, &mut workspace.slots[0], input, logits, &team);
+            self.net.run_chunk(&mut workspace.slots[0], input, logits, &team);
             return Ok(());
         }
         let slots = SharedChunks::new(&mut workspace.slots[..workers], 1);
-        let outputs = SharedChunks::new(logits, rows * self.plan.out_len());
+        let outputs = SharedChunks::new(logits, rows * out_len);
         team.run(workers, &|i| {
             // SAFETY: each part index runs once, so each chunk is borrowed once.
             let (slot, out) = unsafe { (&mut slots.get(i)[0], outputs.get(i)) };
-            let input = &input[i * rows * INPUT_LEN..][..out.len() / self.plan.out_len() * INPUT_LEN];
-            run_chunk(&self.plan, slot, input, out, &Team::alone());
+            let input = &input[i * rows * INPUT_LEN..][..out.len() / out_len * INPUT_LEN];
+            self.net.run_chunk(slot, input, out, &Team::alone());
         });
         Ok(())
+    }
+}
+
+/// The compiled network of either variant.
+#[derive(Debug)]
+enum Net {
+    Float(Plan),
+    Int8(Int8Plan),
+}
+
+impl Net {
+    fn sizes(&self) -> &Sizes {
+        match self {
+            Net::Float(plan) => &plan.sizes,
+            Net::Int8(plan) => plan.sizes(),
+        }
+    }
+
+    fn out_len(&self) -> usize {
+        match self {
+            Net::Float(plan) => plan.out_len(),
+            Net::Int8(plan) => plan.out_len(),
+        }
+    }
+
+    fn run_chunk(&self, scratch: &mut Scratch, input: &[f32], logits: &mut [f32], team: &Team) {
+        match self {
+            Net::Float(plan) => run_chunk(plan, scratch, input, logits, team),
+            Net::Int8(plan) => plan.run_chunk(scratch, input, logits, team),
+        }
     }
 }
 
@@ -264,9 +348,9 @@ fn check_lengths(input: &[f32], batch: usize, logits: &[f32], out_len: usize) ->
 /// rest of the team inside each layer.
 fn run_chunk(plan: &Plan, scratch: &mut Scratch, input: &[f32], logits: &mut [f32], team: &Team) {
     let rows = input.len() / INPUT_LEN;
-    let Scratch { ping, pong, col, rows_a, rows_b } = scratch;
+    let Scratch { ping, pong, col, rows_a, rows_b, .. } = scratch;
     let mut maps = MapBuffers { ping, pong, col };
-    for (image, flat) in input.chunks_exact(INPUT_LEN).zip(rows_a.chunks_exact_mut(plan.flat_len)) {
+    for (image, flat) in input.chunks_exact(INPUT_LEN).zip(rows_a.chunks_exact_mut(plan.sizes.flat_len)) {
         map_steps(plan, image, &mut maps, flat, team);
     }
     let (mut current, mut next) = (rows_a, rows_b);

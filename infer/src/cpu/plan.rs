@@ -12,6 +12,7 @@ use super::kernel::{self, Kernel};
 use super::lrn::LrnStep;
 use super::pool::PoolStep;
 use super::workers::Team;
+use super::workspace::Sizes;
 use crate::error::InferError;
 
 /// One step on a single image's `[c, h, w]` map.
@@ -41,14 +42,8 @@ impl MapStep {
 pub(crate) struct Plan {
     pub(crate) map_steps: Vec<MapStep>,
     pub(crate) dense_steps: Vec<DenseStep>,
-    /// Largest per-image map activation (floats).
-    pub(crate) map_len: usize,
-    /// Convolution scratch for one image: packed im2col and padded input (floats).
-    pub(crate) col_len: usize,
-    /// Features entering the first dense layer.
-    pub(crate) flat_len: usize,
-    /// Widest per-example vector in the dense part (floats).
-    pub(crate) dense_len: usize,
+    /// The buffers it needs.
+    pub(crate) sizes: Sizes,
     /// The kernel every step uses.
     pub(crate) kernel: Kernel,
 }
@@ -59,10 +54,7 @@ impl Plan {
         let mut plan = Plan {
             map_steps: Vec::new(),
             dense_steps: Vec::new(),
-            map_len: INPUT_SHAPE.len(),
-            col_len: 0,
-            flat_len: 0,
-            dense_len: 0,
+            sizes: Sizes { map_len: INPUT_SHAPE.len(), ..Sizes::default() },
             kernel,
         };
         let mut shape = INPUT_SHAPE;
@@ -71,10 +63,11 @@ impl Plan {
             plan.add(name, layer, shape, weights, &mut flattened)?;
             shape = arch::output_shape(layer, shape);
             if !flattened {
-                plan.map_len = plan.map_len.max(shape.len());
+                plan.sizes.map_len = plan.sizes.map_len.max(shape.len());
             }
         }
-        plan.dense_len = plan.dense_steps.iter().map(|d| d.out_features).max().unwrap_or(0).max(plan.flat_len);
+        plan.sizes.dense_len =
+            plan.dense_steps.iter().map(|d| d.out_features).max().unwrap_or(0).max(plan.sizes.flat_len);
         Ok(plan)
     }
 
@@ -92,7 +85,7 @@ impl Plan {
             (Layer::Conv(conv), ActShape::Map { h, w, .. }, false) => {
                 let (weight, bias) = (weights.tensor(conv.weight), weights.tensor(conv.bias));
                 let step = ConvStep::new(&conv, weight, bias, h, w, Micro::new(self.kernel));
-                self.col_len = self.col_len.max(step.scratch_len());
+                self.sizes.col_len = self.sizes.col_len.max(step.scratch_len());
                 self.map_steps.push(MapStep::Conv(step));
             }
             (Layer::MaxPool(pool), ActShape::Map { c, h, w }, false) => {
@@ -107,7 +100,7 @@ impl Plan {
             },
             (Layer::Flatten, _, false) => {
                 *flattened = true;
-                self.flat_len = shape.len();
+                self.sizes.flat_len = shape.len();
             }
             (Layer::Dense(dense), ActShape::Flat(n), true) if n == dense.in_features() => {
                 let step =
@@ -134,6 +127,6 @@ impl Plan {
 
     /// Width of the network output (the logits).
     pub(crate) fn out_len(&self) -> usize {
-        self.dense_steps.last().map_or(self.flat_len, |d| d.out_features)
+        self.dense_steps.last().map_or(self.sizes.flat_len, |d| d.out_features)
     }
 }

@@ -1,11 +1,26 @@
 //! Reusable buffers: once a [`Workspace`] has served a batch size, later calls with that
 //! size or smaller allocate nothing (with one thread; with more, only the thread starts do).
 
-use super::plan::Plan;
+/// The buffer sizes a compiled network (float or int8) needs, per image or per example.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Sizes {
+    /// Largest per-image map activation (floats).
+    pub(crate) map_len: usize,
+    /// Float convolution scratch for one image: packed im2col and padded input (floats).
+    pub(crate) col_len: usize,
+    /// Features entering the first dense layer.
+    pub(crate) flat_len: usize,
+    /// Widest per-example vector in the dense part (floats).
+    pub(crate) dense_len: usize,
+    /// Int8 convolution scratch for one image: quantized padded input and im2col rows (bytes).
+    pub(crate) byte_len: usize,
+    /// Widest quantized dense input per example (bytes).
+    pub(crate) qrow_len: usize,
+}
 
-/// Buffers of one worker thread: per-image ping-pong maps and scratch (`col`: the
-/// convolutions' zero-padded input and packed im2col matrix), plus the dense activations
-/// of its chunk of the batch.
+/// Buffers of one worker thread: per-image ping-pong maps and scratch (`col`: the float
+/// convolutions' zero-padded input and packed im2col matrix; `bytes`: the int8 ones'), plus
+/// the dense activations of its chunk of the batch (`qrows`: quantized, for int8 layers).
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
     pub(crate) ping: Vec<f32>,
@@ -13,28 +28,32 @@ pub(crate) struct Scratch {
     pub(crate) col: Vec<f32>,
     pub(crate) rows_a: Vec<f32>,
     pub(crate) rows_b: Vec<f32>,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) qrows: Vec<u8>,
 }
 
 impl Scratch {
     /// Grows the buffers (never shrinks them) to serve `rows` examples.
-    fn reserve(&mut self, plan: &Plan, rows: usize) {
-        grow(&mut self.ping, plan.map_len);
-        grow(&mut self.pong, plan.map_len);
-        grow(&mut self.col, plan.col_len);
-        grow(&mut self.rows_a, rows * plan.dense_len);
-        grow(&mut self.rows_b, rows * plan.dense_len);
+    fn reserve(&mut self, sizes: &Sizes, rows: usize) {
+        grow(&mut self.ping, sizes.map_len);
+        grow(&mut self.pong, sizes.map_len);
+        grow(&mut self.col, sizes.col_len);
+        grow(&mut self.rows_a, rows * sizes.dense_len);
+        grow(&mut self.rows_b, rows * sizes.dense_len);
+        grow(&mut self.bytes, sizes.byte_len);
+        grow(&mut self.qrows, rows * sizes.qrow_len);
     }
 
     fn bytes(&self) -> usize {
         let floats =
             [&self.ping, &self.pong, &self.col, &self.rows_a, &self.rows_b].iter().map(|v| v.len()).sum::<usize>();
-        floats * std::mem::size_of::<f32>()
+        floats * std::mem::size_of::<f32>() + self.bytes.len() + self.qrows.len()
     }
 }
 
-fn grow(buffer: &mut Vec<f32>, len: usize) {
+fn grow<T: Clone + Default>(buffer: &mut Vec<T>, len: usize) {
     if buffer.len() < len {
-        buffer.resize(len, 0.0);
+        buffer.resize(len, T::default());
     }
 }
 
@@ -66,12 +85,12 @@ impl Workspace {
     }
 
     /// Makes room for `workers` threads of `rows` examples each.
-    pub(crate) fn reserve(&mut self, plan: &Plan, workers: usize, rows: usize) {
+    pub(crate) fn reserve(&mut self, sizes: &Sizes, workers: usize, rows: usize) {
         if self.slots.len() < workers {
             self.slots.resize_with(workers, Scratch::default);
         }
         for slot in &mut self.slots[..workers] {
-            slot.reserve(plan, rows);
+            slot.reserve(sizes, rows);
         }
     }
 

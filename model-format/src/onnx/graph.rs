@@ -38,6 +38,19 @@ impl NodeChain {
         self.current = output.to_string();
     }
 
+    /// Quantizes and dequantizes the running activation (`QuantizeLinear` then
+    /// `DequantizeLinear`, per tensor, with the scalar initializers `scale` and `zero_point`),
+    /// so that the next layer sees the values the int8 model's layer `layer` sees.
+    pub fn quantize_dequantize(&mut self, layer: &str, scale: &str, zero_point: &str) {
+        let (quantized, dequantized) = (format!("{layer}.input_quantized"), format!("{layer}.input_dequantized"));
+        let q = self.node("QuantizeLinear", &quantized, &[scale, zero_point], vec![]);
+        self.nodes.push(q);
+        self.current = quantized;
+        let dq = self.node("DequantizeLinear", &dequantized, &[scale, zero_point], vec![]);
+        self.nodes.push(dq);
+        self.current = dequantized;
+    }
+
     /// Adds a node that is no `arch::Layer` (the closing Softmax) and keeps the shape.
     pub fn push(&mut self, op_type: &str, output: &str, attributes: Vec<AttributeProto>) {
         let node = self.node(op_type, output, &[], attributes);
@@ -130,6 +143,23 @@ pub(super) fn initializer(spec: &TensorSpec, values: &[f32]) -> TensorProto {
         data_type: DATA_TYPE_FLOAT,
         name: spec.name.to_string(),
         raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
+/// An initializer of any ONNX data type from its little-endian bytes.
+pub(super) fn raw_initializer(name: &str, data_type: i32, dims: &[usize], raw_data: Vec<u8>) -> TensorProto {
+    TensorProto { dims: dims.iter().map(|&d| d as i64).collect(), data_type, name: name.to_string(), raw_data }
+}
+
+/// A node outside the running chain (a weight's `DequantizeLinear`).
+pub(super) fn detached_node(op_type: &str, inputs: &[&str], output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        input: inputs.iter().map(|i| i.to_string()).collect(),
+        output: vec![output.to_string()],
+        name: output.to_string(),
+        op_type: op_type.to_string(),
+        attribute,
+        domain: String::new(),
     }
 }
 

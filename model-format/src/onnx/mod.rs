@@ -30,11 +30,16 @@ use std::path::Path;
 use prost::Message;
 
 use crate::arch::{
-    ActShape, ARCHITECTURE, FLATTEN_ORDER, INPUT_CHANNELS, INPUT_SHAPE, INPUT_SIZE, LAYERS, NUM_CLASSES,
+    ActShape, ARCHITECTURE, FLATTEN_ORDER, INPUT_CHANNELS, INPUT_SHAPE, INPUT_SIZE, LAYERS, NUM_CLASSES, TENSORS,
 };
+use crate::model::Model;
+use crate::quantized::{weighted_layers, QuantizedWeights, ARCHITECTURE_INT8};
 use crate::weights::{Weights, WeightsError};
-use graph::{batched_value, initializer, int, NodeChain};
-use proto::{GraphProto, ModelProto, OperatorSetIdProto, StringStringEntryProto};
+use graph::{batched_value, detached_node, initializer, int, raw_initializer, NodeChain};
+use proto::{
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, DATA_TYPE_FLOAT,
+    DATA_TYPE_INT8, DATA_TYPE_UINT8,
+};
 
 /// ONNX IR version of the file (IR 8 is the one that goes with opset 17).
 pub const IR_VERSION: i64 = 8;
@@ -54,10 +59,49 @@ pub const PRODUCER: &str = "cifar10 model-format";
 
 /// The model as an ONNX `ModelProto`.
 pub fn model(weights: &Weights) -> ModelProto {
+    let graph = graph(weights);
+    model_proto(graph, ARCHITECTURE, &weights.metadata.class_names, weights.digest())
+}
+
+/// The int8 model as a QDQ graph: each convolution and dense layer reads its input through
+/// `QuantizeLinear` → `DequantizeLinear` (per tensor, `uint8`, the model's scale and zero
+/// point) and its weights through a per-channel `DequantizeLinear` (axis 0) of the `int8`
+/// values; biases, ReLU, pooling, LRN and the softmax are float, as in the int8 engine.
+/// Runtimes fuse the pattern into their integer kernels (`QLinearConv`, …) or run it as
+/// float; either way each layer sees the int8 model's values.
+///
+/// ```
+/// use model_format::quantized::{ActivationQuant, QuantizedWeights};
+/// let q = QuantizedWeights::uniform(0.01, ActivationQuant::from_range(-1.0, 1.0));
+/// let model = model_format::onnx::decode(&model_format::onnx::quantized_to_bytes(&q)).unwrap();
+/// let graph = model.graph.unwrap();
+/// assert_eq!(graph.node.iter().filter(|n| n.op_type == "QuantizeLinear").count(), 5);
+/// assert_eq!(graph.output[0].name, model_format::onnx::LOGITS_NAME);
+/// ```
+pub fn quantized_model(model: &QuantizedWeights) -> ModelProto {
+    model_proto(quantized_graph(model), ARCHITECTURE_INT8, &model.metadata.class_names, model.digest())
+}
+
+/// The int8 model's QDQ graph as ONNX file bytes.
+pub fn quantized_to_bytes(model: &QuantizedWeights) -> Vec<u8> {
+    encode(&quantized_model(model))
+}
+
+/// Writes a model of either variant as an ONNX file, atomically.
+pub fn save_model(model: &Model, path: impl AsRef<Path>) -> Result<(), WeightsError> {
+    let path = path.as_ref();
+    let bytes = match model {
+        Model::Float(weights) => to_bytes(weights),
+        Model::Int8(quantized) => quantized_to_bytes(quantized),
+    };
+    crate::atomic::write_file(path, &bytes).map_err(|source| WeightsError::Io { path: path.into(), source })
+}
+
+fn model_proto(graph: GraphProto, architecture: &str, class_names: &[String], digest: String) -> ModelProto {
     let metadata = [
-        ("architecture", ARCHITECTURE.to_string()),
-        ("class_names", serde_json::to_string(&weights.metadata.class_names).expect("strings serialise")),
-        ("weights_digest", weights.digest()),
+        ("architecture", architecture.to_string()),
+        ("class_names", serde_json::to_string(class_names).expect("strings serialise")),
+        ("weights_digest", digest),
         ("input", input_contract()),
     ];
     ModelProto {
@@ -67,7 +111,7 @@ pub fn model(weights: &Weights) -> ModelProto {
         domain: String::new(),
         model_version: 1,
         doc_string: doc_string(),
-        graph: Some(graph(weights)),
+        graph: Some(graph),
         opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET_VERSION }],
         metadata_props: metadata
             .into_iter()
@@ -119,19 +163,62 @@ fn doc_string() -> String {
 }
 
 fn graph(weights: &Weights) -> GraphProto {
+    let chain = chain(|_, _| {});
+    let initializers = weights.iter().map(|(spec, values)| initializer(spec, values)).collect();
+    graph_proto(chain.nodes, initializers)
+}
+
+/// The layers of [`LAYERS`] and the softmax, `before` called ahead of each layer (to insert
+/// nodes in front of it).
+fn chain(mut before: impl FnMut(&mut NodeChain, &str)) -> NodeChain {
     let mut chain = NodeChain::new(INPUT_NAME, INPUT_SHAPE);
     for (i, (name, layer)) in LAYERS.iter().enumerate() {
+        before(&mut chain, name);
         // The last layer's output is the graph's `logits`.
         chain.layer(if i + 1 == LAYERS.len() { LOGITS_NAME } else { name }, layer);
     }
     chain.push("Softmax", PROBABILITIES_NAME, vec![int("axis", 1)]);
+    chain
+}
 
+fn quantized_graph(model: &QuantizedWeights) -> GraphProto {
+    let mut initializers = Vec::new();
+    let mut weight_nodes = Vec::new();
+    for ((layer, weight, bias), q) in weighted_layers().zip(model.layers()) {
+        let (w, b) = (&TENSORS[weight], &TENSORS[bias]);
+        let names = [format!("{}_quantized", w.name), format!("{}_scale", w.name), format!("{}_zero_point", w.name)];
+        let out = [w.shape[0]];
+        initializers.extend([
+            raw_initializer(&names[0], DATA_TYPE_INT8, w.shape, q.weight.iter().map(|&v| v as u8).collect()),
+            raw_initializer(&names[1], DATA_TYPE_FLOAT, &out, floats(&q.weight_scale)),
+            raw_initializer(&names[2], DATA_TYPE_INT8, &out, vec![0; out[0]]),
+            raw_initializer(b.name, DATA_TYPE_FLOAT, b.shape, floats(&q.bias)),
+            raw_initializer(&format!("{layer}.input_scale"), DATA_TYPE_FLOAT, &[], floats(&[q.input.scale])),
+            raw_initializer(&format!("{layer}.input_zero_point"), DATA_TYPE_UINT8, &[], vec![q.input.zero_point]),
+        ]);
+        let inputs = [names[0].as_str(), names[1].as_str(), names[2].as_str()];
+        weight_nodes.push(detached_node("DequantizeLinear", &inputs, w.name, vec![int("axis", 0)]));
+    }
+    let chain = chain(|chain, name| {
+        if weighted_layers().any(|(layer, _, _)| layer == name) {
+            chain.quantize_dequantize(name, &format!("{name}.input_scale"), &format!("{name}.input_zero_point"));
+        }
+    });
+    weight_nodes.extend(chain.nodes);
+    graph_proto(weight_nodes, initializers)
+}
+
+fn floats(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn graph_proto(node: Vec<NodeProto>, initializer: Vec<TensorProto>) -> GraphProto {
     let ActShape::Map { c, h, w } = INPUT_SHAPE else { unreachable!("the input is an image") };
     let classes = [NUM_CLASSES];
     GraphProto {
-        node: chain.nodes,
+        node,
         name: "cifar10_tutorial_cnn".into(),
-        initializer: weights.iter().map(|(spec, values)| initializer(spec, values)).collect(),
+        initializer,
         doc_string: format!("Flatten order between pool2 and local3: {FLATTEN_ORDER}."),
         input: vec![batched_value(INPUT_NAME, BATCH_DIM, &[c, h, w], input_contract())],
         output: vec![

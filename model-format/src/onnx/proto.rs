@@ -10,6 +10,10 @@
 
 /// `TensorProto.DataType.FLOAT`.
 pub const DATA_TYPE_FLOAT: i32 = 1;
+/// `TensorProto.DataType.UINT8`.
+pub const DATA_TYPE_UINT8: i32 = 2;
+/// `TensorProto.DataType.INT8`.
+pub const DATA_TYPE_INT8: i32 = 3;
 
 /// `AttributeProto.AttributeType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
