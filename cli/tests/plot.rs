@@ -21,6 +21,14 @@ fn bundled_model() -> PathBuf {
     repo().join("models/cifar10.safetensors")
 }
 
+/// The bundled model's count on the sample, as the manifest records it: `"817/1000"`.
+fn sample_score() -> String {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo().join("models/cifar10.manifest.json")).unwrap()).unwrap();
+    let sample = &manifest["results"]["sample"];
+    format!("{}/{}", sample["correct"]["cpu"], sample["total"])
+}
+
 fn sample_dir() -> PathBuf {
     repo().join("data/sample")
 }
@@ -84,7 +92,7 @@ fn eval_plot_draws_the_confusion_matrix_as_a_png() {
     let dir = temp_dir("eval-png");
     let plot = dir.join("confusion.png");
     let stdout = succeeded(&eval_plot(&plot));
-    assert!(stdout.contains("(813/1000)"), "{stdout}");
+    assert!(stdout.contains(&format!("({})", sample_score())), "{stdout}");
 
     let image = image::open(&plot).expect("a readable PNG").to_rgb8();
     let names: Vec<String> = model_format::CLASS_NAMES.iter().map(|s| s.to_string()).collect();
@@ -106,7 +114,7 @@ fn eval_plot_writes_svg_when_the_name_ends_in_svg() {
     succeeded(&eval_plot(&plot));
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
-    for text in ["airplane", "truck", "predicted class", "true class", "813/1000"] {
+    for text in ["airplane", "truck", "predicted class", "true class", &sample_score()] {
         assert!(svg.contains(text), "the SVG has no {text:?}");
     }
     std::fs::remove_dir_all(dir).unwrap();

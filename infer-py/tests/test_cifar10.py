@@ -100,7 +100,7 @@ def test_metadata_and_class_names(model, manifest):
     assert metadata["class_names"] == model.class_names
     assert isinstance(metadata["extra"], dict)
     assert model.threads == 1
-    assert "step=21351" in repr(model)
+    assert f"step={manifest['training']['steps']}" in repr(model)
     assert cifar10.__version__ and cifar10.NUM_CLASSES == 10
 
 

@@ -317,7 +317,7 @@ async fn check_model_card(client: &Client, weights: &Weights) {
     }
 }
 
-/// `21351` as the page writes it: `21,351`.
+/// `30000` as the page writes it: `30,000`.
 fn thousands(n: u64) -> String {
     let digits: Vec<char> = n.to_string().chars().collect();
     let groups: Vec<String> = digits.rchunks(3).rev().map(|g| g.iter().collect()).collect();
