@@ -283,7 +283,8 @@ mod tests {
         xs: &Tensor,
         layers: impl Iterator<Item = &'a Layer>,
     ) -> (Vec<f32>, Vec<Vec<f32>>) {
-        let logits = layers.fold(in_layout(xs.shallow_clone()).unwrap(), |x, layer| layers::apply(layer, &x, net.params()));
+        let logits =
+            layers.fold(in_layout(xs.shallow_clone()).unwrap(), |x, layer| layers::apply(layer, &x, net.params()));
         let loss = logits.log_softmax(-1, Kind::Float).sum(Kind::Float);
         let gradients = Tensor::run_backward(&[&loss], net.params(), false, false);
         (flat(&logits), gradients.iter().map(flat).collect())
