@@ -74,6 +74,16 @@ impl Int8Matrix {
         }
     }
 
+    /// [`Int8Matrix::output`] of row `o` for each raw sum of `raw`, into `out`; four at a
+    /// time as one vector (the same operations, lane by lane).
+    #[inline(always)]
+    fn outputs(&self, o: usize, raw: &[i32], out: &mut [f32]) {
+        match (<&[i32; 4]>::try_from(raw), <&mut [f32; 4]>::try_from(&mut *out)) {
+            (Ok(raw), Ok(out)) => out.iter_mut().zip(raw).for_each(|(y, &r)| *y = self.output(o, r)),
+            _ => out.iter_mut().zip(raw).for_each(|(y, &r)| *y = self.output(o, r)),
+        }
+    }
+
     /// Bytes of weights and per-row values.
     fn bytes(&self) -> usize {
         self.weight.len() + 4 * (self.correction.len() + self.multiplier.len() + self.bias.len())
@@ -130,7 +140,7 @@ impl Int8Conv {
             let first = i * per_part;
             let rows = first..first + part.len() / plane;
             dot.products(col, plane, &m.weight, rows, m.stride, |p, o, raw| {
-                part[(o - first) * plane + p] = m.output(o, raw)
+                m.outputs(o, raw, &mut part[(o - first) * plane + p..][..raw.len()])
             });
         });
     }
@@ -197,8 +207,8 @@ impl Int8Dense {
         let qrows = &*qrows;
         let out = &mut out[..rows * m.rows];
         if rows > 1 || team.size() == 1 || m.depth * m.rows < SHARED_MIN_PRODUCTS {
-            dot.products(qrows, rows, &m.weight, 0..m.rows, m.stride, |r, o, raw| {
-                out[r * m.rows + o] = m.output(o, raw)
+            dot.products(qrows, rows, &m.weight, 0..m.rows, m.stride, |r0, o, raw| {
+                raw.iter().enumerate().for_each(|(t, &raw)| out[(r0 + t) * m.rows + o] = m.output(o, raw))
             });
             return;
         }
@@ -209,7 +219,7 @@ impl Int8Dense {
             let part = unsafe { chunks.get(i) };
             let first = i * share;
             dot.products(qrows, 1, &m.weight, first..first + part.len(), m.stride, |_, o, raw| {
-                part[o - first] = m.output(o, raw)
+                part[o - first] = m.output(o, raw[0])
             });
         });
     }
