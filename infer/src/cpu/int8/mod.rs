@@ -77,13 +77,24 @@ impl Int8Matrix {
     }
 
     /// [`Int8Matrix::output`] of row `o` for each raw sum of `raw`, into `out`; four at a
-    /// time as one vector (the same operations, lane by lane).
+    /// time as one vector (the same operations, lane by lane), inlined into the product loop.
     #[inline(always)]
     fn outputs(&self, o: usize, raw: &[i32], out: &mut [f32]) {
         match (<&[i32; 4]>::try_from(raw), <&mut [f32; 4]>::try_from(&mut *out)) {
-            (Ok(raw), Ok(out)) => out.iter_mut().zip(raw).for_each(|(y, &r)| *y = self.output(o, r)),
-            _ => out.iter_mut().zip(raw).for_each(|(y, &r)| *y = self.output(o, r)),
+            (Ok(raw), Ok(out)) => {
+                let (correction, multiplier, bias) = (self.correction[o], self.multiplier[o], self.bias[o]);
+                let y: [f32; 4] = std::array::from_fn(|t| ((raw[t] - correction) as f32) * multiplier + bias);
+                *out = if self.relu { y.map(relu) } else { y };
+            }
+            _ => self.outputs_slow(o, raw, out),
         }
+    }
+
+    /// [`Int8Matrix::outputs`] for a partial tile, out of line (rare).
+    #[cold]
+    #[inline(never)]
+    fn outputs_slow(&self, o: usize, raw: &[i32], out: &mut [f32]) {
+        out.iter_mut().zip(raw).for_each(|(y, &r)| *y = self.output(o, r))
     }
 
     /// Bytes of weights and per-row values.
