@@ -25,7 +25,8 @@ pub(crate) const ROW_ALIGN: usize = 64;
 pub(crate) enum Dot {
     /// AVX-512 VNNI (`vpdpbusd`): 4 activation rows × 4 weight rows per tile.
     Vnni,
-    /// AVX2, widened to `i16` (`vpmaddwd`): 2 × 4 per tile.
+    /// AVX2, widened to `i16` (`vpmaddwd`): 4 activation rows × 2 weight rows per tile (four
+    /// neighbouring pixels, which a convolution stores as one vector).
     Avx2,
     /// Plain Rust: 1 × 4 per tile.
     Portable,
@@ -67,7 +68,7 @@ impl Dot {
             Dot::Vnni => unsafe { tiles::<4, 4>(x86::tile_vnni, a, a_rows, w, w_rows, stride, store) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Dot::Avx2 => unsafe { tiles::<2, 4>(x86::tile_avx2, a, a_rows, w, w_rows, stride, store) },
+            Dot::Avx2 => unsafe { tiles::<4, 2>(x86::tile_avx2, a, a_rows, w, w_rows, stride, store) },
             // SAFETY: the rows were checked above.
             _ => unsafe { tiles::<1, 4>(tile_portable, a, a_rows, w, w_rows, stride, store) },
         }
@@ -166,25 +167,25 @@ mod x86 {
     /// # Safety
     /// Each pointer addresses `len` readable bytes, `len` a multiple of 16; the CPU has AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn tile_avx2(a: &[*const u8; 2], w: &[*const i8; 4], len: usize) -> [[i32; 2]; 4] {
-        let mut acc = [[_mm256_setzero_si256(); 4]; 2];
+    pub(super) unsafe fn tile_avx2(a: &[*const u8; 4], w: &[*const i8; 2], len: usize) -> [[i32; 4]; 2] {
+        let mut acc = [[_mm256_setzero_si256(); 2]; 4];
         let mut k = 0;
         while k < len {
-            let mut wv = [_mm256_setzero_si256(); 4];
-            for u in 0..4 {
+            let mut wv = [_mm256_setzero_si256(); 2];
+            for u in 0..2 {
                 wv[u] = _mm256_cvtepi8_epi16(_mm_loadu_si128(w[u].add(k) as *const __m128i));
             }
-            for t in 0..2 {
+            for t in 0..4 {
                 let av = _mm256_cvtepu8_epi16(_mm_loadu_si128(a[t].add(k) as *const __m128i));
-                for u in 0..4 {
+                for u in 0..2 {
                     acc[t][u] = _mm256_add_epi32(acc[t][u], _mm256_madd_epi16(av, wv[u]));
                 }
             }
             k += 16;
         }
-        let mut sums = [[0i32; 2]; 4];
-        for t in 0..2 {
-            for u in 0..4 {
+        let mut sums = [[0i32; 4]; 2];
+        for t in 0..4 {
+            for u in 0..2 {
                 let mut lanes = [0i32; 8];
                 _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc[t][u]);
                 sums[u][t] = lanes.iter().sum();
