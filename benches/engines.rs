@@ -13,6 +13,17 @@
 //! `.venv/peers`), driven through `benches/peers.py`. A row says why a peer is absent. The
 //! Python peers' latencies are timed in Python around each call, so they include the binding's
 //! call overhead (about a microsecond), as a Python caller would see it.
+//!
+//! Int8: our engine on the int8 model (`$CIFAR10_INT8_MODEL` if set, else the float weights
+//! quantized here like `cifar10 quantize`), in every table with its ratio to our float engine,
+//! and the two int8 anchors from the peers venv, each quantizing the same float model with its
+//! own tool on the same 1,000 calibration images: TFLite full-integer quantization (XNNPACK)
+//! and ONNX Runtime's `quantize_static` (QDQ, per channel, run by its Python binding). The
+//! calibration images are the first 1,000 of `data_batch_1.bin` (the data folder of
+//! `cifar10 eval`: `$CIFAR10_DATA_DIR`, else `../shared/cifar10/cifar-10-batches-bin`); without
+//! it, the `data/sample` test images stand in (speed does not depend on them) and no precision
+//! is reported. With it, a last table gives each int8 model's file size and precision@1 on
+//! `data/sample` and on the full test set.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -20,11 +31,13 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use infer::cpu::{CpuEngine, Kernel, ProductBench};
+use infer::prediction::argmax;
 use infer::Engine;
 use model_format::arch::{self, INPUT_CHANNELS, INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
-use model_format::cifar::Records;
+use model_format::cifar::{Dataset, Records};
 use model_format::preprocess::preprocess;
-use model_format::Weights;
+use model_format::quantize::{self, DEFAULT_CALIBRATION_IMAGES};
+use model_format::{QuantizedWeights, Weights};
 use tch::{Device, Kind, Tensor};
 
 const BATCHES: [usize; 3] = [1, 16, 128];
@@ -64,6 +77,30 @@ impl Runner for TchRunner {
     }
 }
 
+/// What a row is, which decides the tables it is in and what it is compared with.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Role {
+    /// Our float engine, the first row.
+    Ours,
+    /// Our float engine on the portable kernel: throughput at small batches only.
+    Portable,
+    /// Our engine on the int8 model.
+    Int8,
+    /// A float engine ours is compared with.
+    Peer,
+    /// An int8 engine on its own quantization of the same float model.
+    Int8Anchor,
+}
+
+/// Preprocessed labelled images for precision@1, in memory and in files for `peers.py`.
+struct EvalSet {
+    name: &'static str,
+    images: Vec<f32>,
+    labels: Vec<u8>,
+    images_file: PathBuf,
+    labels_file: PathBuf,
+}
+
 /// One table row: an engine measured at a (batch, threads) cell.
 trait Contender {
     fn name(&self) -> String;
@@ -72,17 +109,20 @@ trait Contender {
     /// The time of each single-image call on one thread, at least [`MIN_LATENCY_CALLS`] of
     /// them over at least `budget`, or why there is no figure.
     fn latencies(&mut self, inputs: &[f32], budget: Duration) -> Result<Vec<Duration>, String>;
-    /// Whether it is one of the engines ours is compared with.
-    fn is_peer(&self) -> bool {
-        true
-    }
+    fn role(&self) -> Role;
+    /// Correct top-1 answers on `set`, or why there is no figure.
+    fn correct(&mut self, set: &EvalSet) -> Result<usize, String>;
+    /// Bytes of the model file it runs, or why there is no figure.
+    fn file_bytes(&mut self) -> Result<usize, String>;
 }
 
 /// A Rust-side engine, built afresh for each thread count.
 struct Local {
     name: String,
     build: Box<dyn Fn(usize) -> Box<dyn Runner>>,
-    peer: bool,
+    role: Role,
+    /// The size of its weights file, when it is in the precision table.
+    file_bytes: Option<usize>,
     max_batch: usize,
     built: Option<(usize, Box<dyn Runner>)>,
 }
@@ -113,10 +153,29 @@ impl Contender for Local {
         Ok(latencies(self.runner(1), &inputs[..INPUT_LEN], budget))
     }
 
-    fn is_peer(&self) -> bool {
-        self.peer
+    fn role(&self) -> Role {
+        self.role
+    }
+
+    fn correct(&mut self, set: &EvalSet) -> Result<usize, String> {
+        let runner = self.runner(THREADS[THREADS.len() - 1]);
+        let mut logits = vec![0f32; EVAL_BATCH * NUM_CLASSES];
+        let mut correct = 0;
+        for (images, labels) in set.images.chunks(EVAL_BATCH * INPUT_LEN).zip(set.labels.chunks(EVAL_BATCH)) {
+            let out = &mut logits[..labels.len() * NUM_CLASSES];
+            runner.logits(images, labels.len(), out);
+            correct += out.chunks_exact(NUM_CLASSES).zip(labels).filter(|(l, &y)| argmax(l) == y as usize).count();
+        }
+        Ok(correct)
+    }
+
+    fn file_bytes(&mut self) -> Result<usize, String> {
+        self.file_bytes.ok_or_else(|| "-".into())
     }
 }
+
+/// Images per call when counting correct answers.
+const EVAL_BATCH: usize = 100;
 
 /// `benches/peers.py` running in the peers venv, shared by its engines' rows.
 struct PeerServer {
@@ -127,7 +186,7 @@ struct PeerServer {
 
 impl PeerServer {
     /// Starts the server; `Err` says why there are no Python peers.
-    fn start(onnx: &Path, safetensors: &Path) -> Result<(Self, serde_json::Value), String> {
+    fn start(onnx: &Path, safetensors: &Path, calibration: &Path) -> Result<(Self, serde_json::Value), String> {
         let venv = std::env::var_os("PEERS_VENV")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/peers"));
@@ -142,6 +201,10 @@ impl PeerServer {
             .arg(onnx)
             .arg("--safetensors")
             .arg(safetensors)
+            .arg("--calibration")
+            .arg(calibration)
+            .arg("--workdir")
+            .arg(onnx.parent().expect("the model file is in a folder"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -165,6 +228,21 @@ impl PeerServer {
         nanos.map(|n| n.into_iter().map(Duration::from_nanos).collect()).map_err(|_| line)
     }
 
+    fn correct(&mut self, peer: &str, set: &EvalSet) -> Result<usize, String> {
+        let line =
+            self.ask(&format!("precision {peer} {} {}", set.images_file.display(), set.labels_file.display()))?;
+        let counts: Vec<usize> = line.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+        match counts[..] {
+            [correct, total] if total == set.labels.len() => Ok(correct),
+            _ => Err(line),
+        }
+    }
+
+    fn file_bytes(&mut self, peer: &str) -> Result<usize, String> {
+        let line = self.ask(&format!("size {peer}"))?;
+        line.parse().map_err(|_| line)
+    }
+
     /// Sends one request line and returns the answer line, trimmed.
     fn ask(&mut self, request: &str) -> Result<String, String> {
         writeln!(self.stdin, "{request}").map_err(|e| e.to_string())?;
@@ -184,6 +262,7 @@ impl Drop for PeerServer {
 /// A Python peer's row; `server` is `Err(why)` when the peer is absent.
 struct Python {
     peer: &'static str,
+    role: Role,
     label: String,
     server: Result<std::rc::Rc<std::cell::RefCell<PeerServer>>, String>,
 }
@@ -206,10 +285,28 @@ impl Contender for Python {
             Err(why) => Err(why.clone()),
         }
     }
+
+    fn role(&self) -> Role {
+        self.role
+    }
+
+    fn correct(&mut self, set: &EvalSet) -> Result<usize, String> {
+        match &self.server {
+            Ok(server) => server.borrow_mut().correct(self.peer, set),
+            Err(why) => Err(why.clone()),
+        }
+    }
+
+    fn file_bytes(&mut self) -> Result<usize, String> {
+        match &self.server {
+            Ok(server) => server.borrow_mut().file_bytes(self.peer),
+            Err(why) => Err(why.clone()),
+        }
+    }
 }
 
 /// The Python peers, each with its version or why it is absent.
-fn python_peers(weights: &Weights, dir: &Path) -> Vec<Python> {
+fn python_peers(weights: &Weights, dir: &Path, calibration: &Path) -> Vec<Python> {
     let (onnx, safetensors) = (dir.join("model.onnx"), dir.join("model.safetensors"));
     let started = model_format::onnx::save(weights, &onnx)
         .map_err(|e| format!("absent: cannot write {}: {e}", onnx.display()))
@@ -217,53 +314,77 @@ fn python_peers(weights: &Weights, dir: &Path) -> Vec<Python> {
             let bytes = weights.to_bytes().map_err(|e| format!("absent: {e}"))?;
             std::fs::write(&safetensors, bytes).map_err(|e| format!("absent: {e}"))
         })
-        .and_then(|()| PeerServer::start(&onnx, &safetensors));
+        .and_then(|()| PeerServer::start(&onnx, &safetensors, calibration));
     let (server, status) = match started {
         Ok((server, status)) => (Ok(std::rc::Rc::new(std::cell::RefCell::new(server))), status),
         Err(why) => (Err(why), serde_json::Value::Null),
     };
-    ["openvino", "tflite"]
-        .into_iter()
-        .map(|peer| {
-            let (label, server) = match (&server, status.get(peer)) {
-                (Err(why), _) => (peer.to_string(), Err(why.clone())),
-                (Ok(server), Some(s)) if s.get("version").is_some() => {
-                    (format!("{peer} {}", s["version"].as_str().unwrap_or("?")), Ok(server.clone()))
-                }
-                (Ok(_), s) => (
-                    peer.to_string(),
-                    Err(format!("absent: {}", s.map_or("no status".into(), |s| s["absent"].to_string()))),
-                ),
-            };
-            Python { peer, label, server }
-        })
-        .collect()
+    [
+        ("openvino", Role::Peer),
+        ("tflite", Role::Peer),
+        ("tflite-int8", Role::Int8Anchor),
+        ("ort-int8", Role::Int8Anchor),
+    ]
+    .into_iter()
+    .map(|(peer, role)| {
+        let (label, server) = match (&server, status.get(peer)) {
+            (Err(why), _) => (peer.to_string(), Err(why.clone())),
+            (Ok(server), Some(s)) if s.get("version").is_some() => {
+                (format!("{peer} {}", s["version"].as_str().unwrap_or("?")), Ok(server.clone()))
+            }
+            (Ok(_), s) => (
+                peer.to_string(),
+                Err(format!("absent: {}", s.map_or("no status".into(), |s| s["absent"].to_string()))),
+            ),
+        };
+        Python { peer, role, label, server }
+    })
+    .collect()
 }
 
-fn contenders(weights: &Weights, dir: &Path) -> Vec<Box<dyn Contender>> {
-    let local = |name: &str, peer: bool, max_batch: usize, build: Box<dyn Fn(usize) -> Box<dyn Runner>>| {
-        Box::new(Local { name: name.into(), build, peer, max_batch, built: None }) as Box<dyn Contender>
+/// The models every row runs: the float weights, our int8 model, and the calibration images
+/// the int8 anchors quantize with (in a file for `peers.py`).
+struct Models<'a> {
+    float: &'a Weights,
+    int8: &'a QuantizedWeights,
+    calibration: &'a Path,
+}
+
+fn contenders(models: &Models, dir: &Path) -> Vec<Box<dyn Contender>> {
+    let local = |name: &str, role: Role, max_batch: usize, build: Box<dyn Fn(usize) -> Box<dyn Runner>>| {
+        Box::new(Local { name: name.into(), build, role, file_bytes: None, max_batch, built: None })
     };
-    let (a, b, c, d) = (weights.clone(), weights.clone(), weights.clone(), weights.clone());
-    let mut rows = vec![
-        local(
-            "cpu",
-            false,
-            usize::MAX,
-            Box::new(move |t| Box::new(EngineRunner(Box::new(CpuEngine::new(&a, t).expect("engine builds"))))),
-        ),
+    let weights = models.float;
+    let (a, b, c, d, q) = (weights.clone(), weights.clone(), weights.clone(), weights.clone(), models.int8.clone());
+    let mut ours = local(
+        "cpu",
+        Role::Ours,
+        usize::MAX,
+        Box::new(move |t| Box::new(EngineRunner(Box::new(CpuEngine::new(&a, t).expect("engine builds"))))),
+    );
+    ours.file_bytes = weights.to_bytes().ok().map(|b| b.len());
+    let mut int8 = local(
+        "cpu int8",
+        Role::Int8,
+        usize::MAX,
+        Box::new(move |t| Box::new(EngineRunner(Box::new(CpuEngine::new_int8(&q, t).expect("int8 engine builds"))))),
+    );
+    int8.file_bytes = models.int8.to_bytes().ok().map(|b| b.len());
+    let mut rows: Vec<Box<dyn Contender>> = vec![
+        ours,
         local(
             "cpu portable",
-            false,
+            Role::Portable,
             PORTABLE_MAX_BATCH,
             Box::new(move |t| {
                 let engine = CpuEngine::with_kernel(&b, t, Kernel::Portable).expect("engine builds");
                 Box::new(EngineRunner(Box::new(engine)))
             }),
         ),
+        int8,
         local(
             "tch",
-            true,
+            Role::Peer,
             usize::MAX,
             Box::new(move |threads| {
                 tch::set_num_threads(threads as i32);
@@ -274,7 +395,7 @@ fn contenders(weights: &Weights, dir: &Path) -> Vec<Box<dyn Contender>> {
         // The root package always builds infer's `onnx` feature (see its dev-dependencies).
         local(
             "onnxruntime",
-            true,
+            Role::Peer,
             usize::MAX,
             Box::new(move |t| {
                 let engine = infer::onnx::OnnxEngine::from_weights(&d, t).expect("ONNX Runtime loads the model");
@@ -282,7 +403,7 @@ fn contenders(weights: &Weights, dir: &Path) -> Vec<Box<dyn Contender>> {
             }),
         ),
     ];
-    rows.extend(python_peers(weights, dir).into_iter().map(|p| Box::new(p) as Box<dyn Contender>));
+    rows.extend(python_peers(weights, dir, models.calibration).into_iter().map(|p| Box::new(p) as Box<dyn Contender>));
     rows
 }
 
@@ -405,11 +526,112 @@ fn main() {
 
     let dir = std::env::temp_dir().join(format!("cifar10-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temporary folder");
-    let mut rows = contenders(&weights, &dir);
+    let calibration = Calibration::load(&dir);
+    println!("int8 calibration: {}", calibration.description);
+    let int8 = int8_model(&weights, &calibration);
+    let models = Models { float: &weights, int8: &int8, calibration: &calibration.file };
+    let mut rows = contenders(&models, &dir);
     latency_table(&mut rows, &inputs, budget, rounds);
     throughput_table(&mut rows, &inputs, budget, rounds, (&peaks, flops));
+    match &calibration.dataset {
+        Some(dataset) => precision_table(&mut rows, dataset, &dir),
+        None => println!("\nno int8 precision table: the anchors were calibrated on test images"),
+    }
     drop(rows);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The images the int8 models are calibrated on, in `file` for `peers.py`.
+struct Calibration {
+    images: Vec<f32>,
+    description: String,
+    file: PathBuf,
+    /// The data folder they came from; `None` when the sample's test images stand in.
+    dataset: Option<Dataset>,
+}
+
+impl Calibration {
+    /// The first 1,000 training images, as `cifar10 quantize` takes them by default; without
+    /// a data folder, the 1,000 `data/sample` test images (the speed does not depend on them).
+    fn load(dir: &Path) -> Self {
+        let training = Dataset::locate(None).map_err(|e| e.to_string()).and_then(|dataset| {
+            let (images, description) = quantize::calibration_images(&dataset, DEFAULT_CALIBRATION_IMAGES)
+                .map_err(|e| format!("{}: {e}", dataset.dir.display()))?;
+            Ok((images, description, dataset))
+        });
+        let (images, description, dataset) = match training {
+            Ok((images, description, dataset)) => (images, description, Some(dataset)),
+            Err(why) => {
+                let description = format!("the {DEFAULT_CALIBRATION_IMAGES} data/sample test images, for speed only (no training images: {why})");
+                (inputs(DEFAULT_CALIBRATION_IMAGES), description, None)
+            }
+        };
+        let file = dir.join("calibration.f32");
+        write_f32(&file, &images);
+        Calibration { images, description, file, dataset }
+    }
+}
+
+/// `$CIFAR10_INT8_MODEL`, else `weights` quantized on the calibration images.
+fn int8_model(weights: &Weights, calibration: &Calibration) -> QuantizedWeights {
+    if let Some(path) = std::env::var_os("CIFAR10_INT8_MODEL") {
+        return QuantizedWeights::load(&path).expect("$CIFAR10_INT8_MODEL names a valid int8 model");
+    }
+    let start = Instant::now();
+    let int8 =
+        quantize::quantize(weights, &calibration.images, &calibration.description).expect("the weights quantize");
+    println!("int8 model: the float weights quantized in {:.1} s", start.elapsed().as_secs_f64());
+    int8
+}
+
+/// Writes `values` as little-endian float32, the layout `peers.py` reads.
+fn write_f32(path: &Path, values: &[f32]) {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+impl EvalSet {
+    /// The preprocessed images and labels of `records`, also written under `dir` for `peers.py`.
+    fn new(name: &'static str, stem: &str, records: &Records, dir: &Path) -> Self {
+        let mut images = vec![0f32; records.len() * INPUT_LEN];
+        for (i, slot) in images.chunks_exact_mut(INPUT_LEN).enumerate() {
+            preprocess(records.image(i), slot);
+        }
+        let labels: Vec<u8> = (0..records.len()).map(|i| records.label(i)).collect();
+        let (images_file, labels_file) = (dir.join(format!("{stem}.f32")), dir.join(format!("{stem}.labels")));
+        write_f32(&images_file, &images);
+        std::fs::write(&labels_file, &labels).unwrap_or_else(|e| panic!("cannot write {}: {e}", labels_file.display()));
+        EvalSet { name, images, labels, images_file, labels_file }
+    }
+}
+
+/// File size and precision@1 of our float and int8 models and of the int8 anchors, on
+/// `data/sample` and on the full test set of `dataset`.
+fn precision_table(rows: &mut [Box<dyn Contender>], dataset: &Dataset, dir: &Path) {
+    let sample =
+        Records::read_file(concat!(env!("CARGO_MANIFEST_DIR"), "/data/sample/test_batch.bin")).expect("data/sample");
+    let mut sets = vec![EvalSet::new("data/sample", "sample", &sample, dir)];
+    match dataset.test() {
+        Ok(test) => sets.push(EvalSet::new("test set", "test", &test, dir)),
+        Err(e) => println!("no full test set: {e}"),
+    }
+    println!();
+    print!("{:>24} {:>12}", "precision@1", "file bytes");
+    sets.iter().for_each(|set| print!(" {:>16}", set.name));
+    println!();
+    for row in rows.iter_mut().filter(|r| matches!(r.role(), Role::Ours | Role::Int8 | Role::Int8Anchor)) {
+        let bytes = row.file_bytes().map_or_else(|why| why, |b| b.to_string());
+        print!("{:>24} {bytes:>12}", truncate(&row.name(), 24));
+        for set in &sets {
+            let start = Instant::now();
+            let cell = match row.correct(set) {
+                Ok(correct) => format!("{correct}/{} {:.0}s", set.labels.len(), start.elapsed().as_secs_f64()),
+                Err(why) => why,
+            };
+            print!(" {:>16}", truncate(&cell, 16));
+        }
+        println!();
+    }
 }
 
 fn available_kernels() -> Vec<&'static str> {
@@ -447,9 +669,9 @@ fn product_table(budget: Duration) {
 /// the others `rounds` times (the calls of all its turns pooled), then the table: p50, p99, and
 /// each peer's p50 over ours (above 1: ours is faster).
 fn latency_table(rows: &mut [Box<dyn Contender>], inputs: &[f32], budget: Duration, rounds: usize) {
-    // Row 0 is ours; the portable kernel is no contender at batch 1 (it is there for CPUs
+    // Row 0 is ours (float); the portable kernel is no contender at batch 1 (it is there for CPUs
     // without the fast kernels).
-    let measured: Vec<usize> = (0..rows.len()).filter(|&r| r == 0 || rows[r].is_peer()).collect();
+    let measured: Vec<usize> = (0..rows.len()).filter(|&r| rows[r].role() != Role::Portable).collect();
     let mut times: Vec<Result<Vec<Duration>, String>> = vec![Ok(Vec::new()); rows.len()];
     for _ in 0..rounds.max(1) {
         for &r in &measured {
@@ -507,11 +729,11 @@ fn throughput_table(
             }
         }
     }
-    print!("{:>16}", "img/s");
+    print!("{:>24}", "img/s");
     cells.iter().for_each(|(b, t)| print!(" {:>16}", format!("b{b} t{t}")));
     println!();
     for (row, results) in rows.iter().zip(&best) {
-        print!("{:>16}", row.name());
+        print!("{:>24}", truncate(&row.name(), 24));
         for result in results {
             match result {
                 Ok(v) => print!(" {v:>16.0}"),
@@ -526,32 +748,39 @@ fn throughput_table(
         }
     }
     println!();
-    let peer_best: Vec<Option<(f64, String)>> = (0..cells.len())
-        .map(|c| {
-            rows.iter()
-                .zip(&best)
-                .filter(|(row, _)| row.is_peer())
-                .filter_map(|(row, results)| results[c].as_ref().ok().map(|v| (*v, row.name())))
-                .max_by(|a, b| a.0.total_cmp(&b.0))
-        })
-        .collect();
+    let best_of = |role: Role, c: usize| {
+        rows.iter()
+            .zip(&best)
+            .filter(|(row, _)| row.role() == role)
+            .filter_map(|(row, results)| results[c].as_ref().ok().map(|v| (*v, row.name())))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+    };
+    let versus = |ours: f64, theirs: Option<(f64, String)>| match theirs {
+        Some((v, name)) => (format!("{:.2}x", ours / v), format!("{} ({v:.0})", truncate(&name, 16))),
+        None => ("-".into(), "none measured".into()),
+    };
     println!(
         "{:>9} {:>10} {:>10} {:>24} {:>9} {:>8}",
         "cell", "cpu img/s", "cpu/best", "best peer", "GFLOP/s", "of peak"
     );
     for (c, &(batch, threads)) in cells.iter().enumerate() {
-        let Ok(ours) = &best[0][c] else { continue };
+        let Some((ours, _)) = best_of(Role::Ours, c) else { continue };
         let peak = peaks[THREADS.iter().position(|&t| t == threads).expect("a bench thread count")];
         let gflops = ours * flops / 1e9;
-        let (ratio, peer) = match &peer_best[c] {
-            Some((v, name)) => (format!("{:.2}x", ours / v), format!("{name} ({v:.0})")),
-            None => ("-".into(), "none measured".into()),
-        };
+        let (ratio, peer) = versus(ours, best_of(Role::Peer, c));
         println!(
             "{:>9} {ours:>10.0} {ratio:>10} {peer:>24} {gflops:>9.1} {:>7.0}%",
             format!("b{batch} t{threads}"),
             100.0 * gflops / peak
         );
+    }
+    println!();
+    println!("{:>9} {:>10} {:>10} {:>10} {:>28}", "cell", "int8 img/s", "int8/cpu", "int8/best", "best int8 anchor");
+    for (c, &(batch, threads)) in cells.iter().enumerate() {
+        let Some((int8, _)) = best_of(Role::Int8, c) else { continue };
+        let float = best_of(Role::Ours, c).map_or("-".into(), |(v, _)| format!("{:.2}x", int8 / v));
+        let (ratio, anchor) = versus(int8, best_of(Role::Int8Anchor, c));
+        println!("{:>9} {int8:>10.0} {float:>10} {ratio:>10} {anchor:>28}", format!("b{batch} t{threads}"));
     }
 }
 

@@ -25,7 +25,8 @@ pub(crate) const ROW_ALIGN: usize = 64;
 pub(crate) enum Dot {
     /// AVX-512 VNNI (`vpdpbusd`): 4 activation rows × 4 weight rows per tile.
     Vnni,
-    /// AVX2, widened to `i16` (`vpmaddwd`): 2 × 4 per tile.
+    /// AVX2, widened to `i16` (`vpmaddwd`): 4 activation rows × 2 weight rows per tile (four
+    /// neighbouring pixels, which a convolution stores as one vector).
     Avx2,
     /// Plain Rust: 1 × 4 per tile.
     Portable,
@@ -44,7 +45,9 @@ impl Dot {
     }
 
     /// For every row `i < a_rows` of `a` and every row `j` in `w_rows` of `w` (rows of `stride`
-    /// bytes, `stride` a multiple of [`ROW_ALIGN`]), calls `store(i, j, Σₖ a[i][k] · w[j][k])`.
+    /// bytes, `stride` a multiple of [`ROW_ALIGN`]), hands over `Σₖ a[i][k] · w[j][k]`: as
+    /// `store(i0, j, sums)`, the sums of rows `i0, i0 + 1, …` of `a` with row `j` of `w` (a
+    /// tile's height at a time, so that a convolution stores neighbouring pixels together).
     pub(crate) fn products(
         self,
         a: &[u8],
@@ -52,7 +55,7 @@ impl Dot {
         w: &[i8],
         w_rows: Range<usize>,
         stride: usize,
-        store: impl FnMut(usize, usize, i32),
+        store: impl FnMut(usize, usize, &[i32]),
     ) {
         assert!(stride.is_multiple_of(ROW_ALIGN) && a.len() >= a_rows * stride && w.len() >= w_rows.end * stride);
         if a_rows == 0 || w_rows.is_empty() {
@@ -65,15 +68,16 @@ impl Dot {
             Dot::Vnni => unsafe { tiles::<4, 4>(x86::tile_vnni, a, a_rows, w, w_rows, stride, store) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Dot::Avx2 => unsafe { tiles::<2, 4>(x86::tile_avx2, a, a_rows, w, w_rows, stride, store) },
+            Dot::Avx2 => unsafe { tiles::<4, 2>(x86::tile_avx2, a, a_rows, w, w_rows, stride, store) },
             // SAFETY: the rows were checked above.
             _ => unsafe { tiles::<1, 4>(tile_portable, a, a_rows, w, w_rows, stride, store) },
         }
     }
 }
 
-/// A tile of `A` activation rows × `W` weight rows, each `len` bytes long.
-type Tile<const A: usize, const W: usize> = unsafe fn(&[*const u8; A], &[*const i8; W], usize) -> [[i32; W]; A];
+/// A tile of `A` activation rows × `W` weight rows, each `len` bytes long: the sums by weight
+/// row, then activation row.
+type Tile<const A: usize, const W: usize> = unsafe fn(&[*const u8; A], &[*const i8; W], usize) -> [[i32; A]; W];
 
 /// Runs `tile` over the whole product; at the edges the last row stands in for the missing
 /// ones, and their sums are not stored.
@@ -88,17 +92,16 @@ unsafe fn tiles<const A: usize, const W: usize>(
     w: &[i8],
     w_rows: Range<usize>,
     stride: usize,
-    mut store: impl FnMut(usize, usize, i32),
+    mut store: impl FnMut(usize, usize, &[i32]),
 ) {
     for i0 in (0..a_rows).step_by(A) {
+        let height = A.min(a_rows - i0);
         let a_ptrs: [*const u8; A] = std::array::from_fn(|t| a[(i0 + t).min(a_rows - 1) * stride..].as_ptr());
         for j0 in w_rows.clone().step_by(W) {
             let w_ptrs: [*const i8; W] = std::array::from_fn(|u| w[(j0 + u).min(w_rows.end - 1) * stride..].as_ptr());
             let sums = tile(&a_ptrs, &w_ptrs, stride);
-            for (t, row) in sums.iter().enumerate().take(a_rows - i0) {
-                for (u, &sum) in row.iter().enumerate().take(w_rows.end - j0) {
-                    store(i0 + t, j0 + u, sum);
-                }
+            for (u, column) in sums.iter().enumerate().take(w_rows.end - j0) {
+                store(i0, j0 + u, &column[..height]);
             }
         }
     }
@@ -106,10 +109,10 @@ unsafe fn tiles<const A: usize, const W: usize>(
 
 /// # Safety
 /// Each pointer addresses `len` readable bytes.
-unsafe fn tile_portable(a: &[*const u8; 1], w: &[*const i8; 4], len: usize) -> [[i32; 4]; 1] {
+unsafe fn tile_portable(a: &[*const u8; 1], w: &[*const i8; 4], len: usize) -> [[i32; 1]; 4] {
     let a = std::slice::from_raw_parts(a[0], len);
-    let mut sums = [[0i32; 4]; 1];
-    for (sum, &row) in sums[0].iter_mut().zip(w) {
+    let mut sums = [[0i32; 1]; 4];
+    for ([sum], &row) in sums.iter_mut().zip(w) {
         let row = std::slice::from_raw_parts(row, len);
         *sum = a.iter().zip(row).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum();
     }
@@ -141,39 +144,51 @@ mod x86 {
             k += 64;
         }
         let mut sums = [[0i32; 4]; 4];
-        for t in 0..4 {
-            for u in 0..4 {
-                sums[t][u] = _mm512_reduce_add_epi32(acc[t][u]);
-            }
+        for (u, column) in sums.iter_mut().enumerate() {
+            let total = sum4(acc[0][u], acc[1][u], acc[2][u], acc[3][u]);
+            _mm_storeu_si128(column.as_mut_ptr() as *mut __m128i, total);
         }
         sums
+    }
+
+    /// The lane sums of `a`, `b`, `c` and `d`, in that order: 4 sums for about the cost of
+    /// one `_mm512_reduce_add_epi32` (integer additions, so the order does not matter).
+    #[inline(always)]
+    unsafe fn sum4(a: __m512i, b: __m512i, c: __m512i, d: __m512i) -> __m128i {
+        // In each 128-bit lane: [a0 + a2, b0 + b2, a1 + a3, b1 + b3], and the same for c, d.
+        let ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+        let cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+        // In each 128-bit lane: that lane's part of the sums of a, b, c, d.
+        let abcd = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+        let half = _mm256_add_epi32(_mm512_castsi512_si256(abcd), _mm512_extracti64x4_epi64::<1>(abcd));
+        _mm_add_epi32(_mm256_castsi256_si128(half), _mm256_extracti128_si256::<1>(half))
     }
 
     /// # Safety
     /// Each pointer addresses `len` readable bytes, `len` a multiple of 16; the CPU has AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn tile_avx2(a: &[*const u8; 2], w: &[*const i8; 4], len: usize) -> [[i32; 4]; 2] {
-        let mut acc = [[_mm256_setzero_si256(); 4]; 2];
+    pub(super) unsafe fn tile_avx2(a: &[*const u8; 4], w: &[*const i8; 2], len: usize) -> [[i32; 4]; 2] {
+        let mut acc = [[_mm256_setzero_si256(); 2]; 4];
         let mut k = 0;
         while k < len {
-            let mut wv = [_mm256_setzero_si256(); 4];
-            for u in 0..4 {
+            let mut wv = [_mm256_setzero_si256(); 2];
+            for u in 0..2 {
                 wv[u] = _mm256_cvtepi8_epi16(_mm_loadu_si128(w[u].add(k) as *const __m128i));
             }
-            for t in 0..2 {
+            for t in 0..4 {
                 let av = _mm256_cvtepu8_epi16(_mm_loadu_si128(a[t].add(k) as *const __m128i));
-                for u in 0..4 {
+                for u in 0..2 {
                     acc[t][u] = _mm256_add_epi32(acc[t][u], _mm256_madd_epi16(av, wv[u]));
                 }
             }
             k += 16;
         }
         let mut sums = [[0i32; 4]; 2];
-        for t in 0..2 {
-            for u in 0..4 {
+        for t in 0..4 {
+            for u in 0..2 {
                 let mut lanes = [0i32; 8];
                 _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc[t][u]);
-                sums[t][u] = lanes.iter().sum();
+                sums[u][t] = lanes.iter().sum();
             }
         }
         sums
@@ -201,10 +216,14 @@ mod tests {
         for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
             let dot = Dot::for_kernel(kernel);
             let mut got = vec![i32::MIN; a_rows * w_rows];
-            dot.products(&a, a_rows, &w, 0..w_rows, stride, |i, j, s| got[i * w_rows + j] = s);
+            dot.products(&a, a_rows, &w, 0..w_rows, stride, |i0, j, sums| {
+                sums.iter().enumerate().for_each(|(t, &s)| got[(i0 + t) * w_rows + j] = s)
+            });
             assert_eq!(got, want, "{dot:?}");
             let mut part = vec![i32::MIN; a_rows * 3];
-            dot.products(&a, a_rows, &w, 2..5, stride, |i, j, s| part[i * 3 + j - 2] = s);
+            dot.products(&a, a_rows, &w, 2..5, stride, |i0, j, sums| {
+                sums.iter().enumerate().for_each(|(t, &s)| part[(i0 + t) * 3 + j - 2] = s)
+            });
             let expected: Vec<i32> = (0..a_rows).flat_map(|i| want[i * w_rows + 2..i * w_rows + 5].to_vec()).collect();
             assert_eq!(part, expected, "{dot:?} on rows 2..5");
         }

@@ -1,7 +1,9 @@
 //! The int8 forward pass ([`model_format::quantized`]), compiled from
 //! [`model_format::arch::LAYERS`] like the float one: per image, each convolution quantizes its
-//! input into a padded `u8` map, copies it into im2col rows (one row per output pixel, zero
-//! padded to [`ROW_ALIGN`]) and takes the integer dot products with its packed `i8` weight rows;
+//! input into a padded `u8` map in channels-last order, copies it into im2col rows (one row per
+//! output pixel, zero padded to [`ROW_ALIGN`]; channels last, a window row is one run of
+//! bytes) and takes the integer dot products with its packed `i8` weight rows (their taps in
+//! the same order: an integer sum does not depend on the order of its terms);
 //! pooling and LRN run in `f32` with the float engine's own steps; then the dense layers
 //! quantize each example's features and take the same products.
 //!
@@ -74,6 +76,27 @@ impl Int8Matrix {
         }
     }
 
+    /// [`Int8Matrix::output`] of row `o` for each raw sum of `raw`, into `out`; four at a
+    /// time as one vector (the same operations, lane by lane), inlined into the product loop.
+    #[inline(always)]
+    fn outputs(&self, o: usize, raw: &[i32], out: &mut [f32]) {
+        match (<&[i32; 4]>::try_from(raw), <&mut [f32; 4]>::try_from(&mut *out)) {
+            (Ok(raw), Ok(out)) => {
+                let (correction, multiplier, bias) = (self.correction[o], self.multiplier[o], self.bias[o]);
+                let y: [f32; 4] = std::array::from_fn(|t| ((raw[t] - correction) as f32) * multiplier + bias);
+                *out = if self.relu { y.map(relu) } else { y };
+            }
+            _ => self.outputs_slow(o, raw, out),
+        }
+    }
+
+    /// [`Int8Matrix::outputs`] for a partial tile, out of line (rare).
+    #[cold]
+    #[inline(never)]
+    fn outputs_slow(&self, o: usize, raw: &[i32], out: &mut [f32]) {
+        out.iter_mut().zip(raw).for_each(|(y, &r)| *y = self.output(o, r))
+    }
+
     /// Bytes of weights and per-row values.
     fn bytes(&self) -> usize {
         self.weight.len() + 4 * (self.correction.len() + self.multiplier.len() + self.bias.len())
@@ -94,14 +117,17 @@ struct Int8Conv {
 impl Int8Conv {
     fn new(conv: &Conv, q: &QuantizedLayer, height: usize, width: usize) -> Self {
         assert_eq!(2 * conv.pad + 1, conv.kernel(), "a stride-1 convolution padded to keep its map size");
-        Int8Conv {
-            matrix: Int8Matrix::new(q),
-            channels: conv.in_channels(),
-            kernel: conv.kernel(),
-            pad: conv.pad,
-            height,
-            width,
+        let mut matrix = Int8Matrix::new(q);
+        let (channels, k) = (conv.in_channels(), conv.kernel());
+        // The weights' OIHW taps `(c, ky, kx)` reordered to the im2col rows' `(ky, kx, c)`.
+        for row in matrix.weight.chunks_exact_mut(matrix.stride) {
+            let oihw = row[..matrix.depth].to_vec();
+            for (tap, &v) in oihw.iter().enumerate() {
+                let (c, ky, kx) = (tap / (k * k), tap / k % k, tap % k);
+                row[(ky * k + kx) * channels + c] = v;
+            }
         }
+        Int8Conv { matrix, channels, kernel: k, pad: conv.pad, height, width }
     }
 
     fn padded_len(&self) -> usize {
@@ -130,40 +156,49 @@ impl Int8Conv {
             let first = i * per_part;
             let rows = first..first + part.len() / plane;
             dot.products(col, plane, &m.weight, rows, m.stride, |p, o, raw| {
-                part[(o - first) * plane + p] = m.output(o, raw)
+                m.outputs(o, raw, &mut part[(o - first) * plane + p..][..raw.len()])
             });
         });
     }
 
-    /// The input quantized into the middle of a `[in, h + 2·pad, w + 2·pad]` map whose border
-    /// is the zero point (a real 0).
+    /// The `[in, h, w]` input quantized into the middle of an `[h + 2·pad, w + 2·pad, in]` map
+    /// (channels last) whose border is the zero point (a real 0).
     fn quantize_padded(&self, input: &[f32], padded: &mut [u8]) {
-        let (h, w, pad) = (self.height, self.width, self.pad);
+        let (h, w, pad, channels) = (self.height, self.width, self.pad, self.channels);
         let padded_w = w + 2 * pad;
         let q = self.matrix.input;
         padded.fill(q.zero_point);
-        for (channel, source) in padded.chunks_exact_mut((h + 2 * pad) * padded_w).zip(input.chunks_exact(h * w)) {
-            for (row, src) in channel[pad * padded_w..].chunks_exact_mut(padded_w).zip(source.chunks_exact(w)) {
-                row[pad..pad + w].iter_mut().zip(src).for_each(|(d, &x)| *d = q.quantize(x));
+        for (c, source) in input.chunks_exact(h * w).take(channels).enumerate() {
+            for (y, src) in source.chunks_exact(w).enumerate() {
+                let row = &mut padded[((y + pad) * padded_w + pad) * channels + c..];
+                for (x, &v) in src.iter().enumerate() {
+                    row[x * channels] = q.quantize(v);
+                }
             }
         }
     }
 
-    /// One row per output pixel: its window, tap `(c, ky, kx)` at `(c·k + ky)·k + kx` (the
-    /// weights' OIHW order), then zeros up to the stride.
+    /// One row per output pixel: its window, tap `(ky, kx, c)` at `(ky·k + kx)·in + c` (each
+    /// window row one run of `k·in` bytes of the channels-last map), then zeros up to the stride.
     fn im2col(&self, padded: &[u8], col: &mut [u8]) {
+        // The tutorial's runs with a constant length: `copy_from_slice` of a runtime length
+        // calls memmove (15% of an int8 eval in perf for 5-byte runs).
+        match self.kernel * self.channels {
+            15 => self.im2col_with(15, padded, col),
+            320 => self.im2col_with(320, padded, col),
+            run => self.im2col_with(run, padded, col),
+        }
+    }
+
+    #[inline(always)]
+    fn im2col_with(&self, run: usize, padded: &[u8], col: &mut [u8]) {
         let (k, w) = (self.kernel, self.width);
-        let (padded_h, padded_w) = (self.height + 2 * self.pad, w + 2 * self.pad);
+        let padded_w = w + 2 * self.pad;
         for (pixel, row) in col.chunks_exact_mut(self.matrix.stride).enumerate() {
             let (y, x) = (pixel / w, pixel % w);
-            for c in 0..self.channels {
-                for ky in 0..k {
-                    let src = &padded[(c * padded_h + y + ky) * padded_w + x..][..k];
-                    // A plain loop: `copy_from_slice` calls memmove for these 5-byte runs.
-                    for (d, &v) in row[(c * k + ky) * k..][..k].iter_mut().zip(src) {
-                        *d = v;
-                    }
-                }
+            for ky in 0..k {
+                let src = &padded[((y + ky) * padded_w + x) * self.channels..][..run];
+                row[ky * run..][..run].copy_from_slice(src);
             }
             row[self.matrix.depth..].fill(0);
         }
@@ -190,8 +225,8 @@ impl Int8Dense {
         let qrows = &*qrows;
         let out = &mut out[..rows * m.rows];
         if rows > 1 || team.size() == 1 || m.depth * m.rows < SHARED_MIN_PRODUCTS {
-            dot.products(qrows, rows, &m.weight, 0..m.rows, m.stride, |r, o, raw| {
-                out[r * m.rows + o] = m.output(o, raw)
+            dot.products(qrows, rows, &m.weight, 0..m.rows, m.stride, |r0, o, raw| {
+                raw.iter().enumerate().for_each(|(t, &raw)| out[(r0 + t) * m.rows + o] = m.output(o, raw))
             });
             return;
         }
@@ -202,7 +237,7 @@ impl Int8Dense {
             let part = unsafe { chunks.get(i) };
             let first = i * share;
             dot.products(qrows, 1, &m.weight, first..first + part.len(), m.stride, |_, o, raw| {
-                part[o - first] = m.output(o, raw)
+                part[o - first] = m.output(o, raw[0])
             });
         });
     }
