@@ -37,6 +37,23 @@ impl MapStep {
     }
 }
 
+/// Walks [`LAYERS`] in order, handing `add` each layer with its input shape and whether the
+/// activations are flattened yet (which `add` sets at the flatten step). Returns the largest
+/// feature-map length the layers produce. Both the float and the int8 plan are built on it.
+pub(crate) fn walk_layers(
+    mut add: impl FnMut(&str, &Layer, ActShape, &mut bool) -> Result<(), InferError>,
+) -> Result<usize, InferError> {
+    let (mut shape, mut flattened, mut map_len) = (INPUT_SHAPE, false, 0);
+    for (name, layer) in LAYERS.iter() {
+        add(name, layer, shape, &mut flattened)?;
+        shape = arch::output_shape(layer, shape);
+        if !flattened {
+            map_len = map_len.max(shape.len());
+        }
+    }
+    Ok(map_len)
+}
+
 /// The compiled network with the sizes of every buffer it needs.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
@@ -57,15 +74,8 @@ impl Plan {
             sizes: Sizes { map_len: INPUT_SHAPE.len(), ..Sizes::default() },
             kernel,
         };
-        let mut shape = INPUT_SHAPE;
-        let mut flattened = false;
-        for (name, layer) in LAYERS.iter() {
-            plan.add(name, layer, shape, weights, &mut flattened)?;
-            shape = arch::output_shape(layer, shape);
-            if !flattened {
-                plan.sizes.map_len = plan.sizes.map_len.max(shape.len());
-            }
-        }
+        let map_len = walk_layers(|name, layer, shape, flattened| plan.add(name, layer, shape, weights, flattened))?;
+        plan.sizes.map_len = plan.sizes.map_len.max(map_len);
         plan.sizes.dense_len =
             plan.dense_steps.iter().map(|d| d.out_features).max().unwrap_or(0).max(plan.sizes.flat_len);
         Ok(plan)

@@ -13,11 +13,12 @@
 
 mod dot;
 
-use model_format::arch::{self, ActShape, Conv, Layer, INPUT_LEN, INPUT_SHAPE, LAYERS};
+use model_format::arch::{ActShape, Conv, Layer, INPUT_LEN, INPUT_SHAPE};
 use model_format::quantized::{ActivationQuant, QuantizedLayer, QuantizedWeights};
 
 use super::kernel::{relu, Kernel};
 use super::lrn::LrnStep;
+use super::plan::walk_layers;
 use super::pool::PoolStep;
 use super::workers::{SharedChunks, Team};
 use super::workspace::{Scratch, Sizes};
@@ -272,15 +273,8 @@ impl Int8Plan {
             kernel,
             dot: Dot::for_kernel(kernel),
         };
-        let mut shape = INPUT_SHAPE;
-        let mut flattened = false;
-        for (name, layer) in LAYERS.iter() {
-            plan.add(name, layer, shape, model, &mut flattened)?;
-            shape = arch::output_shape(layer, shape);
-            if !flattened {
-                plan.sizes.map_len = plan.sizes.map_len.max(shape.len());
-            }
-        }
+        let map_len = walk_layers(|name, layer, shape, flattened| plan.add(name, layer, shape, model, flattened))?;
+        plan.sizes.map_len = plan.sizes.map_len.max(map_len);
         let widest = plan.dense_steps.iter().map(|d| d.matrix.rows).max().unwrap_or(0);
         plan.sizes.dense_len = widest.max(plan.sizes.flat_len);
         plan.sizes.qrow_len = plan.dense_steps.iter().map(|d| d.matrix.stride).max().unwrap_or(0);
