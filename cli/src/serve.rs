@@ -84,7 +84,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let engine = backend::engine_for(&args.backend, &model, args.threads)?;
     let backend = engine.name();
     config.class_names = model.metadata().class_names.clone();
-    config.model_card = Some(ModelCard::from_metadata(model.metadata(), args.model.display().to_string()));
+    config.model_card = Some(ModelCard::for_model(&model, args.model.display().to_string()));
     let server = Server::start(config, Arc::from(engine))?;
     eprintln!(
         "serving {} as '{}' on http://{} (page at /; {} backend, {workers} engine worker(s) × {} thread(s), batches up to {} images / {} ms)",

@@ -12,6 +12,10 @@ fn bundled_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cifar10.safetensors")
 }
 
+fn bundled_int8_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cifar10-int8.safetensors")
+}
+
 /// The server process; killed when dropped, so a failing test leaves nothing running.
 struct Serving(Child);
 
@@ -22,11 +26,11 @@ impl Drop for Serving {
     }
 }
 
-/// Starts `cifar10 serve` on port 0 and returns it with the address it printed.
-fn serve() -> (Serving, String) {
+/// Starts `cifar10 serve` with `model` on port 0 and returns it with the address it printed.
+fn serve(model: &Path) -> (Serving, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cifar10"))
         .args(["serve", "--quiet", "--addr", "127.0.0.1:0", "--max-batch", "8", "--model"])
-        .arg(bundled_model())
+        .arg(model)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -55,7 +59,7 @@ fn get(addr: &str, path: &str) -> (String, String) {
 
 #[test]
 fn serve_shows_the_weights_metadata_on_the_page() {
-    let (_server, addr) = serve();
+    let (_server, addr) = serve(&bundled_model());
     let (head, page) = get(&addr, "/");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.to_ascii_lowercase().contains("content-type: text/html"), "{head}");
@@ -71,5 +75,16 @@ fn serve_shows_the_weights_metadata_on_the_page() {
     assert_eq!(card["weights"]["precision_at_1"], metadata.precision_at_1.unwrap());
     assert_eq!(card["weights"]["dataset_fingerprint"], metadata.dataset_fingerprint.unwrap());
     assert_eq!(card["weights"]["file"], bundled_model().display().to_string());
+    assert_eq!(card["weights"]["variant"], "float32");
     assert_eq!(card["batching"]["max_batch"], 8);
+}
+
+#[test]
+fn the_card_of_the_int8_model_says_int8() {
+    let (_server, addr) = serve(&bundled_int8_model());
+    let (head, body) = get(&addr, "/model-card");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let card: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(card["weights"]["variant"], "int8");
+    assert_eq!(card["weights"]["file"], bundled_int8_model().display().to_string());
 }

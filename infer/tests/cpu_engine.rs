@@ -6,23 +6,8 @@ use infer::{random_weights, Engine, InferError};
 use model_format::arch::{INPUT_LEN, NUM_CLASSES};
 use model_format::{reference, Weights};
 
-/// Seeded pseudo-random inputs roughly like standardised images.
-fn inputs(batch: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..batch * INPUT_LEN)
-        .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect()
-}
-
-fn logits(engine: &CpuEngine, input: &[f32]) -> Vec<f32> {
-    let batch = input.len() / INPUT_LEN;
-    let mut out = vec![0f32; batch * NUM_CLASSES];
-    engine.logits_flat(input, batch, &mut out).unwrap();
-    out
-}
+mod support;
+use support::{inputs, logits};
 
 #[test]
 fn matches_the_naive_forward_pass() {

@@ -4,21 +4,13 @@
 //! float steps around them are the same operations in the same order.
 
 use infer::cpu::{CpuEngine, Kernel};
-use infer::{random_weights, Classifier, Engine};
+use infer::{random_weights, Classifier};
 use model_format::arch::{INPUT_LEN, NUM_CLASSES};
 use model_format::quantize::quantize;
 use model_format::{reference, Model, QuantizedWeights, Weights};
 
-/// Seeded pseudo-random inputs roughly like standardised images.
-fn inputs(batch: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..batch * INPUT_LEN)
-        .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect()
-}
+mod support;
+use support::{inputs, logits};
 
 /// Random weights scaled up (`gain`) so that every layer's activations are far from zero,
 /// quantized with ranges calibrated on other random inputs.
@@ -29,13 +21,6 @@ fn int8_model(seed: u64, gain: f32) -> QuantizedWeights {
         .collect();
     let weights = Weights::new(tensors, Default::default()).unwrap();
     quantize(&weights, &inputs(4, seed + 100), "4 random inputs").unwrap()
-}
-
-fn logits(engine: &CpuEngine, input: &[f32]) -> Vec<f32> {
-    let batch = input.len() / INPUT_LEN;
-    let mut out = vec![0f32; batch * NUM_CLASSES];
-    engine.logits_flat(input, batch, &mut out).unwrap();
-    out
 }
 
 #[test]

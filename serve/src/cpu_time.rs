@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-/// The name the CPU engine gives its helper threads (`infer-cpu-1`, `infer-cpu-2`, …):
-/// they only ever run parts of engine calls, or spin briefly waiting for the next one.
-const HELPER_THREAD_PREFIX: &str = "infer-cpu-";
+// The CPU engine's helper threads only ever run parts of engine calls, or spin briefly
+// waiting for the next one: all their time is the engine's.
+use infer::cpu::HELPER_THREAD_PREFIX;
 
 /// The CPU time the calling thread has used so far; `None` where the platform has no
 /// per-thread CPU clock (the engine's CPU is then not reported).

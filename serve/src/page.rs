@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use model_format::weights::Metadata;
+use model_format::Model;
 
 use super::ServeConfig;
 
@@ -29,11 +30,19 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'unsafe-in
 /// let card = serve::ModelCard::from_metadata(&metadata, "models/cifar10.safetensors");
 /// assert_eq!(card.step, Some(21_351));
 /// assert_eq!(card.file.as_deref(), Some("models/cifar10.safetensors"));
+///
+/// // A loaded model's card also says which variant it is.
+/// let model = model_format::Model::load("../models/cifar10-int8.safetensors")?;
+/// let card = serve::ModelCard::for_model(&model, "models/cifar10-int8.safetensors");
+/// assert_eq!(card.variant.as_deref(), Some("int8"));
+/// # Ok::<(), model_format::WeightsError>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ModelCard {
     /// The weights file, as the operator named it.
     pub file: Option<String>,
+    /// `"float32"` or `"int8"` ([`Model::variant`]), when the card was made from a model.
+    pub variant: Option<String>,
     /// Training step the weights come from.
     pub step: Option<u64>,
     /// Precision@1 on the test set, measured when the file was written.
@@ -56,7 +65,13 @@ impl ModelCard {
             dataset_fingerprint: metadata.dataset_fingerprint.clone(),
             weights_kind: metadata.weights_kind.map(|kind| kind.as_str().to_string()),
             ema_decay: metadata.ema_decay,
+            variant: None,
         }
+    }
+
+    /// The card for a loaded `model` (its metadata and its variant), loaded from `file`.
+    pub fn for_model(model: &Model, file: impl Into<String>) -> ModelCard {
+        ModelCard { variant: Some(model.variant().to_string()), ..ModelCard::from_metadata(model.metadata(), file) }
     }
 }
 

@@ -23,7 +23,7 @@ use image::RgbImage;
 use infer::cpu::CpuEngine;
 use infer::Classifier;
 use model_format::cifar::Records;
-use model_format::Weights;
+use model_format::{Model, Weights};
 use serde_json::json;
 use serve::{Limits, ModelCard, ServeConfig, Server};
 
@@ -130,7 +130,7 @@ fn start_server() -> (Server, Classifier, Weights) {
         addr: "127.0.0.1:0".into(),
         log_requests: false,
         class_names: weights.metadata.class_names.clone(),
-        model_card: Some(ModelCard::from_metadata(&weights.metadata, "models/cifar10.safetensors")),
+        model_card: Some(ModelCard::for_model(&Model::from(weights.clone()), "models/cifar10.safetensors")),
         ..ServeConfig::default()
     };
     let server = Server::start(config, engine).unwrap();
@@ -310,6 +310,7 @@ async fn check_model_card(client: &Client, weights: &Weights) {
         thousands(step),
         format!("{precision:.4}"),
         fingerprint.to_string(),
+        "float32".to_string(),
         "cpu".to_string(),
         "up to 64 images".to_string(),
     ] {

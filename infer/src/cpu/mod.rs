@@ -73,6 +73,7 @@ pub use gemm::ProductBench;
 use int8::Int8Plan;
 pub use kernel::{Kernel, KERNEL_ENV};
 use plan::Plan;
+pub use workers::HELPER_THREAD_PREFIX;
 use workers::{SharedChunks, Team, Workers};
 pub use workspace::Workspace;
 use workspace::{Scratch, Sizes};

@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 use super::kernel::{Kernel, Part};
 use crate::error::InferError;
 
+/// The name of each helper thread is this prefix and its index (`infer-cpu-1`, …), so that
+/// a profiler, or a server counting the engine's CPU time from `/proc`, can find them.
+pub const HELPER_THREAD_PREFIX: &str = "infer-cpu-";
+
 /// How long an idle thread spins (checking for work) before it sleeps on a condition variable.
 const SPIN: Duration = Duration::from_micros(50);
 
@@ -94,7 +98,7 @@ impl Workers {
             let shared = Arc::clone(&workers.shared);
             let started = started.clone();
             let handle = std::thread::Builder::new()
-                .name(format!("infer-cpu-{index}"))
+                .name(format!("{HELPER_THREAD_PREFIX}{index}"))
                 .spawn(move || {
                     let _ = started.send(());
                     drop(started);
