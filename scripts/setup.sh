@@ -30,7 +30,7 @@ for req in "${want[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check "${missing[@]}"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-cache-dir "${missing[@]}"
 fi
 
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

@@ -8,7 +8,7 @@ use std::time::Instant;
 use argh::FromArgs;
 use model_format::cifar::Dataset;
 use model_format::quantize::{self, DEFAULT_CALIBRATION_IMAGES};
-use model_format::Weights;
+use model_format::Model;
 
 /// Quantize a float model to int8 (weights per output channel, activations per tensor).
 #[derive(FromArgs)]
@@ -33,7 +33,16 @@ pub fn run(args: QuantizeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // Refused before any work: the output must not replace the model it is made from.
     model_format::atomic::check_not_an_input(&args.out, &[&args.model])?;
     model_format::atomic::check_replaceable(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
-    let weights = Weights::load(&args.model)?;
+    let weights = match Model::load(&args.model)? {
+        Model::Float(weights) => weights,
+        Model::Int8(_) => {
+            return Err(format!(
+                "--model {}: this is already an int8 model; quantize takes a float32 one",
+                args.model.display()
+            )
+            .into())
+        }
+    };
     let dataset = Dataset::locate(args.data_dir.as_deref())?;
     let (images, description) = quantize::calibration_images(&dataset, args.calibration_images)?;
     let start = Instant::now();

@@ -69,6 +69,8 @@ fn quantize_is_deterministic_and_refuses_bad_flags_and_outputs() {
     stdout(&quantize(&b, "20"));
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "same input, same bytes");
     assert!(model_format::Model::load(&a).unwrap().variant() == "int8");
+    let again = cifar10().args(["quantize", "--model"]).arg(&a).arg("--out").arg(&b).output().unwrap();
+    assert!(stderr(&again).contains("already an int8 model; quantize takes a float32 one"), "{again:?}");
 
     let before = std::fs::read(&model).unwrap();
     assert!(stderr(&quantize(&model, "20")).contains("same file as the input"));
