@@ -29,6 +29,14 @@ for req in "${want[@]}"; do
   [ "${have%%+*}" = "$ver" ] || missing+=("$req")
 done
 if [ ${#missing[@]} -gt 0 ]; then
+  # The torch wheel and its CUDA libraries take about 7 GiB once installed: say so up front
+  # rather than let pip fail half way with "No space left on device".
+  need_kib=$((8 * 1024 * 1024))
+  free_kib=$(df -Pk .venv | awk 'NR == 2 { print $4 }')
+  if [ "$free_kib" -lt "$need_kib" ]; then
+    echo "setup: .venv needs about 8 GiB free to install ${missing[*]}; $(pwd) has $((free_kib / 1024)) MiB" >&2
+    exit 1
+  fi
   echo "setup: installing ${missing[*]}"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-cache-dir "${missing[@]}"
 fi
