@@ -16,11 +16,11 @@ Prints one JSON line: {"framework", "input", "threads", "batch", "step_seconds":
 Run: .venv/bin/python benches/train_step.py --steps 20 --threads 2 [--input real --data-dir DIR]
 """
 
-import argparse
 import glob
-import json
 import os
 import time
+
+from train_step_flags import parse_args, report
 
 import numpy as np
 
@@ -97,14 +97,7 @@ def batches(args):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--input", choices=["fixed", "real"], default="fixed")
-    parser.add_argument("--data-dir", default="../shared/cifar10/cifar-10-batches-bin")
-    args = parser.parse_args()
+    args = parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -131,7 +124,7 @@ def main():
         loss.item()
         if step >= args.warmup:
             times.append(time.perf_counter() - start)
-    print(json.dumps({"framework": f"PyTorch {torch.__version__}", "input": args.input, "threads": args.threads, "batch": args.batch, "step_seconds": times}))
+    report(f"PyTorch {torch.__version__}", args, times)
 
 
 if __name__ == "__main__":

@@ -17,27 +17,16 @@ Run with the optional peers venv (scripts/setup-bench-peers.sh installs tensorfl
     .venv/peers/bin/python benches/train_step_tf.py --steps 20 --threads 2 --input real --data-dir DIR
 """
 
-import argparse
 import glob
-import json
 import os
 import time
+
+from train_step_flags import parse_args, report
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 RECORD_BYTES = 1 + 32 * 32 * 3
-
-
-def parse_args():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--input", choices=["fixed", "real"], default="fixed")
-    parser.add_argument("--data-dir", default="../shared/cifar10/cifar-10-batches-bin")
-    return parser.parse_args()
 
 
 def variables():
@@ -133,8 +122,7 @@ def main():
         train_step(images, labels).numpy()
         if step >= args.warmup:
             times.append(time.perf_counter() - start)
-    print(json.dumps({"framework": f"TensorFlow {tf.__version__}", "input": args.input, "threads": args.threads,
-                      "batch": args.batch, "step_seconds": times}))
+    report(f"TensorFlow {tf.__version__}", args, times)
 
 
 if __name__ == "__main__":
