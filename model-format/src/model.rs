@@ -34,9 +34,7 @@ impl Model {
     /// Reads and validates a model file of either variant (the same checks and limits as
     /// [`Weights::load`]; errors name the file).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, WeightsError> {
-        let path = path.as_ref();
-        let bytes = tensor_set::read_file(path)?;
-        Model::from_bytes(&bytes).map_err(|e| WeightsError::InFile { path: path.into(), source: Box::new(e) })
+        tensor_set::parse_file(path.as_ref(), Model::from_bytes)
     }
 
     /// Parses and validates a model of either variant held in memory.

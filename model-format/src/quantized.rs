@@ -241,9 +241,7 @@ impl QuantizedWeights {
 
     /// Reads and validates an int8 model file (same limits as [`crate::Weights::load`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, WeightsError> {
-        let path = path.as_ref();
-        let bytes = tensor_set::read_file(path)?;
-        Self::from_bytes(&bytes).map_err(|e| WeightsError::InFile { path: path.into(), source: Box::new(e) })
+        tensor_set::parse_file(path.as_ref(), Self::from_bytes)
     }
 
     /// Parses and validates an int8 model held in memory.

@@ -211,14 +211,19 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, WeightsError> {
     Ok(bytes)
 }
 
+/// [`read_file`] then `parse` on its bytes; errors inside the file are wrapped with its path.
+pub fn parse_file<T>(path: &Path, parse: impl FnOnce(&[u8]) -> Result<T, WeightsError>) -> Result<T, WeightsError> {
+    let bytes = read_file(path)?;
+    parse(&bytes).map_err(|e| WeightsError::InFile { path: path.into(), source: Box::new(e) })
+}
+
 /// [`read_file`] then [`decode`]; errors inside the file are wrapped with its path.
 pub fn load<M>(
     path: &Path,
     prefixes: &[&str],
     read_metadata: impl FnOnce(&Fields) -> Result<M, WeightsError>,
 ) -> Result<(Vec<Tensors>, M), WeightsError> {
-    let bytes = read_file(path)?;
-    decode(&bytes, prefixes, read_metadata).map_err(|e| WeightsError::InFile { path: path.into(), source: Box::new(e) })
+    parse_file(path, |bytes| decode(bytes, prefixes, read_metadata))
 }
 
 /// [`encode`] then an atomic write ([`crate::atomic::write_file`]).
