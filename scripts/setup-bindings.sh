@@ -30,7 +30,7 @@ for req in "${want[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup-bindings: installing ${missing[*]}"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check "${missing[@]}"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-cache-dir "${missing[@]}"
 fi
 
 # The module depends on these sources (and the lock file); hash them to know when to rebuild.

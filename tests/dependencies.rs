@@ -8,19 +8,98 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
+/// The platform this test was built for (set by the root `build.rs`).
+const BUILD_TARGET: &str = env!("CIFAR10_BUILD_TARGET");
+
+/// Cargo, run offline in the workspace with a cargo home that holds only what a build on
+/// this platform downloads (see [`build_only_cargo_home`]). Every cargo call in this file goes
+/// through here, so a call that needs more than a fresh machine has (such as `cargo metadata`
+/// without `--filter-platform`, which wants the manifests of Windows-only crates) fails here
+/// on every machine, not only on a machine whose cache happens to lack them.
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    command.current_dir(env!("CARGO_MANIFEST_DIR"));
+    command.current_dir(env!("CARGO_MANIFEST_DIR")).env("CARGO_HOME", build_only_cargo_home()).arg("--offline");
     command
+}
+
+/// The user's cargo home, where the build's downloads are.
+fn user_cargo_home() -> PathBuf {
+    match std::env::var_os("CARGO_HOME") {
+        Some(home) => PathBuf::from(home),
+        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cargo"),
+    }
+}
+
+/// The registry packages (`name-version`) that a build of the whole workspace, every feature
+/// on, resolves for this platform: what `cargo test --workspace --all-features` downloads.
+fn packages_built_here() -> BTreeSet<String> {
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["metadata", "--offline", "--locked", "--all-features", "--format-version", "1"])
+        .args(["--filter-platform", BUILD_TARGET])
+        .output()
+        .expect("cargo metadata runs");
+    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+    meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["source"].as_str().is_some_and(|s| s.starts_with("registry+")))
+        .map(|p| format!("{}-{}", p["name"].as_str().unwrap(), p["version"].as_str().unwrap()))
+        .collect()
+}
+
+/// A cargo home made of the user's registry index and, of the downloaded crates, only those
+/// in [`packages_built_here`] (links, nothing copied): the cache of a machine that has built
+/// this workspace once and nothing else. Made once per test process under cargo's scratch
+/// folder for tests (`target/tmp`).
+fn build_only_cargo_home() -> &'static Path {
+    static HOME: OnceLock<PathBuf> = OnceLock::new();
+    HOME.get_or_init(|| {
+        let user = user_cargo_home();
+        let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("build-only-cargo-home");
+        let _ = std::fs::remove_dir_all(&home);
+        let keep = packages_built_here();
+        for registry in read_dir_names(&user.join("registry/index")) {
+            let index = home.join("registry/index");
+            std::fs::create_dir_all(&index).unwrap();
+            std::os::unix::fs::symlink(user.join("registry/index").join(&registry), index.join(&registry)).unwrap();
+            for (folder, suffix) in [("cache", ".crate"), ("src", "")] {
+                let from = user.join("registry").join(folder).join(&registry);
+                let to = home.join("registry").join(folder).join(&registry);
+                std::fs::create_dir_all(&to).unwrap();
+                for name in read_dir_names(&from) {
+                    if keep.contains(name.strip_suffix(suffix).unwrap_or(&name)) {
+                        std::os::unix::fs::symlink(from.join(&name), to.join(&name)).unwrap();
+                    }
+                }
+            }
+        }
+        for config in ["config.toml", "config"] {
+            if user.join(config).exists() {
+                std::fs::copy(user.join(config), home.join(config)).unwrap();
+            }
+        }
+        home
+    })
+}
+
+fn read_dir_names(dir: &Path) -> Vec<String> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Package names in `infer`'s dependency tree (normal edges) with the given feature flags.
 fn tree(package: &str, flags: &[&str], depth: Option<usize>) -> BTreeSet<String> {
     let mut command = cargo();
-    command.args(["tree", "--offline", "-p", package, "-e", "normal", "--prefix", "none", "--format", "{p}"]);
+    command.args(["tree", "-p", package, "-e", "normal", "--prefix", "none", "--format", "{p}"]);
     if let Some(depth) = depth {
         command.args(["--depth", &depth.to_string()]);
     }
@@ -88,7 +167,7 @@ struct Declared {
 /// Every dependency declared by a workspace member, with the name code refers to it by.
 fn declared_dependencies() -> (Vec<Declared>, Vec<(String, PathBuf)>) {
     let out = cargo()
-        .args(["metadata", "--offline", "--all-features", "--format-version", "1"])
+        .args(["metadata", "--locked", "--all-features", "--format-version", "1", "--filter-platform", BUILD_TARGET])
         .output()
         .expect("cargo metadata runs");
     assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -207,4 +286,37 @@ fn the_unused_dependency_check_finds_an_unused_name() {
     assert!(!names_crate("// the ndarray crate", "ndarray"));
     assert!(!names_crate("use my_ndarray::X;", "ndarray"));
     assert!(!names_crate("ndarray_engine::run()", "ndarray"));
+}
+
+#[test]
+fn the_build_only_cargo_home_refuses_what_a_fresh_machine_cannot_do() {
+    // The lock file names crates for other platforms (windows-sys and the like): asking for the
+    // whole graph needs their manifests, which a build here never downloads.
+    let out = cargo().args(["metadata", "--locked", "--all-features", "--format-version", "1"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "cargo metadata for every platform worked from a build-only cache");
+    assert!(stderr.contains("--offline"), "unexpected failure: {stderr}");
+}
+
+/// Every `.rs` file of the workspace outside `target/` and hidden folders.
+fn workspace_rust_files() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    rust_files(root, &[]).into_iter().map(|(path, _)| path).collect()
+}
+
+#[test]
+fn no_other_test_runs_cargo() {
+    // Other tests would run cargo with the user's own cache, the mistake this file guards against.
+    let this_file = Path::new(env!("CARGO_MANIFEST_DIR")).join(file!());
+    let spawns_cargo = ["var(\"CARGO\")", "Command::new(\"cargo\")", "env!(\"CARGO\")"];
+    let offenders: Vec<String> = workspace_rust_files()
+        .into_iter()
+        .filter(|path| *path != this_file)
+        .filter(|path| {
+            let text = std::fs::read_to_string(path).unwrap();
+            spawns_cargo.iter().any(|pattern| text.contains(pattern))
+        })
+        .map(|path| path.display().to_string())
+        .collect();
+    assert!(offenders.is_empty(), "these files run cargo; move the call into tests/dependencies.rs: {offenders:?}");
 }

@@ -64,9 +64,12 @@ pub fn run(command: DataCommand) -> Result<ExitCode, Box<dyn std::error::Error>>
 
 #[cfg(not(feature = "fetch"))]
 fn run_fetch(_: FetchCommand) -> Result<(), Box<dyn std::error::Error>> {
-    Err("this cifar10 was built without the `fetch` feature (the HTTPS download needs a TLS stack, kept out of the \
-         default build); run `cargo run --release -p infer --features fetch -- data fetch`"
-        .into())
+    Err(format!(
+        "this cifar10 was built without the `fetch` feature (the HTTPS download needs a TLS stack, kept out of the \
+         default build); run `{}` in this project's checkout",
+        model_format::cifar::FETCH_COMMAND
+    )
+    .into())
 }
 
 #[cfg(feature = "fetch")]

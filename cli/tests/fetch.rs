@@ -7,6 +7,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -458,4 +459,65 @@ fn the_cli_fetches_into_dest_and_reports_errors() {
     assert!(stderr.contains("404") && stderr.contains("nothing-here.tar.gz"), "{stderr}");
     assert!(!dest.join(EXTRACTED_DIR).exists());
     fs::remove_dir_all(&dest).unwrap();
+}
+
+// ---- the hint that missing data prints ----
+
+/// The command in the first pair of backticks after "run " in `text`.
+fn hinted_command(text: &str) -> &str {
+    let start = text.find("run `").unwrap_or_else(|| panic!("no `run` hint in: {text}")) + "run `".len();
+    let len = text[start..].find('`').unwrap();
+    &text[start..start + len]
+}
+
+/// Checks that `cargo run --release -p PACKAGE --features FEATURE -- ARGS…` names the
+/// `cifar10` package and a feature of it, and returns ARGS.
+fn args_of_cargo_run(command: &str) -> Vec<String> {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let (cargo, args) = words.split_at(words.iter().position(|w| *w == "--").expect("`--` before the arguments"));
+    let [run, release, p, package, features, feature] = cargo[1..] else { panic!("unexpected form: {command}") };
+    assert_eq!((cargo[0], run, release, p, features), ("cargo", "run", "--release", "-p", "--features"), "{command}");
+    let manifest = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    assert!(manifest.contains(&format!("name = \"{package}\"")), "the hint names package {package}, not cifar10");
+    let features_table = manifest.split("[features]").nth(1).expect("cli/Cargo.toml has features");
+    assert!(features_table.lines().any(|l| l.starts_with(&format!("{feature} ="))), "no feature {feature}");
+    args[1..].iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn the_missing_data_hint_is_a_command_that_gets_the_data_where_eval_looks() {
+    // A clone with nothing beside it: no ../shared, no CIFAR10_DATA_DIR.
+    let root = scratch("hint");
+    let clone = root.join("clone");
+    fs::create_dir_all(&clone).unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cifar10.safetensors");
+    let eval = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cifar10"));
+        command.current_dir(&clone).env_remove(model_format::cifar::DATA_DIR_ENV).env("CI", "true");
+        command.args(["eval", "--json", "--model"]).arg(&model);
+        command.output().unwrap()
+    };
+    let refused = eval();
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr).into_owned();
+    let args = args_of_cargo_run(hinted_command(&message));
+
+    // The hint, run as printed (the package's binary is this test's own build of it, which has
+    // the feature), against a loopback mirror through the URL override.
+    let archive = tarball(&official_entries());
+    let server = Server::start(archive.clone(), Behaviour::Normal);
+    let fetched = Command::new(env!("CARGO_BIN_EXE_cifar10"))
+        .current_dir(&clone)
+        .args(&args)
+        .args(["--quiet", "--url", &server.url, "--md5", &md5_hex(&archive)])
+        .output()
+        .unwrap();
+    assert!(fetched.status.success(), "{}", String::from_utf8_lossy(&fetched.stderr));
+    assert_valid_copy(&root.join("shared/cifar10").join(EXTRACTED_DIR));
+
+    let counted = eval();
+    assert!(counted.status.success(), "{}", String::from_utf8_lossy(&counted.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&counted.stdout).unwrap();
+    assert_eq!(report["total"], RECORDS_PER_FILE, "eval counts the fetched test file");
+    fs::remove_dir_all(&root).unwrap();
 }

@@ -29,6 +29,12 @@ pub enum InferError {
     /// The engine's logits for an image are not finite: the model overflowed on an input
     /// far outside what preprocessing gives (see [`InferError::check_finite_logits`]).
     NonFinite { image: usize, value: f32 },
+    /// A label or predicted class outside 0–9.
+    ClassOutOfRange(u8),
+    /// Two evaluations compared were not of the same images (count or order).
+    DifferentImages { baseline: usize, candidate: usize },
+    /// A subset that the records cannot give (see [`crate::evaluation::balanced_subset`]).
+    Subset(String),
 }
 
 impl InferError {
@@ -64,6 +70,12 @@ impl fmt::Display for InferError {
             InferError::Shape { what, expected, found } => write!(f, "{what} has shape {found:?}, expected {expected}"),
             InferError::Image(why) | InferError::TooLarge(why) => write!(f, "{why}"),
             InferError::Backend(why) => write!(f, "{why}"),
+            InferError::ClassOutOfRange(class) => write!(f, "class {class} is outside 0-{}", NUM_CLASSES - 1),
+            InferError::DifferentImages { baseline, candidate } => write!(
+                f,
+                "the two evaluations are not of the same images ({baseline} and {candidate} images, or in another order)"
+            ),
+            InferError::Subset(why) => write!(f, "{why}"),
             InferError::NonFinite { image, value } => write!(
                 f,
                 "the model's logits for image {image} are not finite ({value}): it overflowed on an input far \

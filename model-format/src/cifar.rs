@@ -35,6 +35,10 @@ pub const DATA_DIR_ENV: &str = "CIFAR10_DATA_DIR";
 /// relative to the working directory (the repository root, beside `../shared`).
 pub const DEFAULT_DATA_DIR: &str = "../shared/cifar10/cifar-10-batches-bin";
 
+/// The command that downloads the official release to where [`DEFAULT_DATA_DIR`] points,
+/// as run from a checkout of this project (the default build of `cifar10` has no download).
+pub const FETCH_COMMAND: &str = "cargo run --release -p cifar10 --features fetch -- data fetch";
+
 /// A problem with the data, naming the file and, for content errors, the byte offset.
 #[derive(Debug)]
 pub enum DataError {
@@ -87,7 +91,7 @@ impl fmt::Display for DataError {
             DataError::Meta { path, problem } => write!(f, "{}: {problem}", path.display()),
             DataError::NoDataDir => write!(
                 f,
-                "no CIFAR-10 data folder: pass --data-dir, set {DATA_DIR_ENV}, or put the data at {DEFAULT_DATA_DIR} (or run `cifar10 data fetch`)"
+                "no CIFAR-10 data folder: pass --data-dir, set {DATA_DIR_ENV}, or put the data at {DEFAULT_DATA_DIR} (to download it there, run `{FETCH_COMMAND}` in this project's checkout)"
             ),
         }
     }
