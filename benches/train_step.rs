@@ -72,7 +72,7 @@ impl Ours {
             Tensor::randint(10, [BATCH], (Kind::Int64, Device::Cpu)),
         );
         let towers = Towers::new(&initial_tensors(0), &[Device::Cpu], 1).expect("cpu tower");
-        let ema = MovingAverage::new(towers.master().params(), 0.9999);
+        let ema = MovingAverage::new(towers.master().params(), 0.9999).expect("moving average");
         Ours { fixed, records, towers, ema, step: 0 }
     }
 
@@ -94,7 +94,7 @@ impl Ours {
             let out = self.towers.compute(images, labels, false).expect("step");
             self.towers.apply(&out.gradients, 0.1).expect("update");
             self.step += 1;
-            self.ema.update(self.towers.master().params(), self.step).expect("ema");
+            self.ema.update(self.towers.master().flat(), self.step).expect("ema");
             // The trainer reads the loss back only at log steps; here every step, as the
             // Python scripts' `loss.item()`/`.numpy()` do, so that all time complete steps.
             out.total_loss.double_value(&[]);

@@ -66,7 +66,7 @@ struct TrainArgs {
     /// seed of the initial weights, input order and distortions
     #[argh(option, default = "0")]
     seed: u64,
-    /// comma-separated devices: cpu, cuda:0, cuda:1, ... (default: every CUDA device, else cpu)
+    /// comma-separated devices: cpu, cuda:0, cuda:1, ... (default: cuda:$LOCAL_RANK under a launcher, else every CUDA device, else cpu on a machine without GPUs; when the driver lists GPUs that libtorch cannot use, the run stops unless --devices cpu is given)
     #[argh(option)]
     devices: Option<String>,
     /// model replicas (towers) per device, each with its own batch
@@ -200,10 +200,13 @@ fn run_train(args: TrainArgs) -> Result<(), TrainError> {
         train_records = train_records.head(n);
     }
     let test_records = if args.eval_every > 0 { Some(dataset.test()?) } else { None };
-    let devices = match &args.devices {
-        Some(list) => towers::parse_devices(list)?,
-        None => towers::default_devices(),
-    };
+    let devices = towers::choose_devices(&towers::DeviceFacts {
+        driver_gpus: towers::driver_gpu_count(),
+        libtorch_cuda: tch::Cuda::device_count(),
+        flag: args.devices.as_deref(),
+        local_rank: std::env::var("LOCAL_RANK").ok().and_then(|r| r.parse().ok()),
+    })?;
+    let chosen_by = if args.devices.is_some() { "--devices" } else { "default" };
     let config = TrainConfig {
         train_dir: args.train_dir,
         max_steps: args.max_steps,
@@ -224,27 +227,33 @@ fn run_train(args: TrainArgs) -> Result<(), TrainError> {
         input_workers: args.input_workers,
         deterministic_cudnn: args.deterministic_cudnn,
     };
+    let device_names: Vec<String> = config.devices.iter().map(|&d| towers::device_name(d)).collect();
     println!(
-        "training {} parameters on {} example(s) from {}, batch {} per tower x {} tower(s) ({} per device on {:?}) = {} examples per step, {} intra-op thread(s), into {}",
+        "training {} parameters on {} example(s) from {}, on devices {} ({chosen_by}; libtorch sees {} CUDA device(s)), \
+         {} tower(s) per device = {} tower(s), batch {} per tower = {} examples per step, {} intra-op thread(s), into {}",
         model_format::PARAM_COUNT,
         train_records.len(),
         dataset.dir.display(),
-        config.batch_size,
-        config.tower_count(),
+        device_names.join(","),
+        tch::Cuda::device_count(),
         config.towers_per_device,
-        config.devices,
+        config.tower_count(),
+        config.batch_size,
         config.global_batch(),
         tch::get_num_threads(),
         config.train_dir.display()
     );
     let outcome = trainer::train(&config, Arc::new(train_records), test_records.as_ref(), &STOP)?;
     println!(
-        "{} at step {}: {:.2} steps/sec, {:.1} examples/sec over this run, {:.2}% of the time waiting for input; checkpoint {}",
+        "{} at step {}: {:.2} steps/sec, {:.1} examples/sec over this run, {:.2}% of the time waiting for input, \
+         summaries {:.2}% of the time on the training thread and {:.2}% on their own thread; checkpoint {}",
         if outcome.interrupted { "stopped" } else { "done" },
         outcome.step,
         outcome.steps_per_sec,
         outcome.examples_per_sec,
         100.0 * outcome.input_wait,
+        100.0 * outcome.summary_share,
+        100.0 * outcome.summary_thread_share,
         outcome.checkpoint.display()
     );
     Ok(())
