@@ -199,6 +199,13 @@ pub struct TensorBatch {
     pool: Option<Sender<(Tensor, Tensor)>>,
 }
 
+impl TensorBatch {
+    /// A batch made on a device (no buffer to give back).
+    pub fn on_device(step: u64, images: Tensor, labels: Tensor) -> TensorBatch {
+        TensorBatch { step, images, labels, pool: None }
+    }
+}
+
 impl Drop for TensorBatch {
     fn drop(&mut self) {
         if let Some(pool) = self.pool.take() {

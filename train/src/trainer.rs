@@ -17,6 +17,7 @@ use std::time::Instant;
 use model_format::cifar::Records;
 use tch::{Device, Kind, Tensor};
 
+use crate::augment::{AugmentOn, DeviceInputs};
 use crate::checkpoint::{self, Checkpoint};
 pub use crate::config::TrainConfig;
 use crate::ema::MovingAverage;
@@ -125,23 +126,18 @@ pub fn train_observed(
         },
         progress: Progress::new(config.batch_size, config.tower_count(), config.max_steps),
     };
-    // Pinned host memory speeds up (and makes asynchronous) the copies to a CUDA device.
-    let pin_for = config.devices.iter().copied().find(|d| d.is_cuda());
-    let workers = (config.input_workers, QUEUE_DEPTH);
-    let mut queue = InputQueue::start(train, state.seed, config.global_batch(), state.step, workers, pin_for);
-    let mut in_flight = InFlight::new(&config.devices, IN_FLIGHT_LIMIT);
+    let mut inputs = Inputs::start(config, train, &state)?;
     let (first_step, run_start) = (state.step, Instant::now());
 
     while state.step < config.max_steps && !stop.load(Ordering::Relaxed) {
         let waited = Instant::now();
-        let batch = queue.next_batch()?;
+        let batch = inputs.next_batch(state.step)?;
         run.progress.step_done(waited.elapsed());
         let out = train_step(&mut run, &mut state, &batch)?;
-        in_flight.push(batch);
+        inputs.done_with(batch);
         observe(state.step, &out);
     }
-    in_flight.settle();
-    drop(queue);
+    drop(inputs);
     let last_loss = state.losses.read(state.step)?.map_or(f64::NAN, |l| l.total);
     let checkpoint = save(config, &state, run.train_examples)?;
     if let Some(board) = run.board.as_mut() {
@@ -161,6 +157,60 @@ pub fn train_observed(
         summary_share: run.summary_time.as_secs_f64() / seconds,
         summary_thread_share: summary_thread / seconds,
     })
+}
+
+/// Where the step's batches come from: input threads of the host ([`AugmentOn::Host`]), or
+/// batched ops on the first tower's device ([`AugmentOn::Device`]). Either way batch `s`
+/// depends only on `(seed, s)`.
+enum Inputs {
+    Host { queue: InputQueue, in_flight: InFlight },
+    Device(DeviceInputs),
+}
+
+impl Inputs {
+    fn start(config: &TrainConfig, train: Arc<Records>, state: &RunState) -> Result<Inputs, TrainError> {
+        let batch = config.global_batch();
+        Ok(match config.augment_on {
+            AugmentOn::Host => {
+                // Pinned host memory speeds up (and makes asynchronous) the copies to a
+                // CUDA device.
+                let pin_for = config.devices.iter().copied().find(|d| d.is_cuda());
+                let workers = (config.input_workers, QUEUE_DEPTH);
+                Inputs::Host {
+                    queue: InputQueue::start(train, state.seed, batch, state.step, workers, pin_for),
+                    in_flight: InFlight::new(&config.devices, IN_FLIGHT_LIMIT),
+                }
+            }
+            AugmentOn::Device => {
+                Inputs::Device(DeviceInputs::new(train, state.seed, batch, state.towers.master().device())?)
+            }
+        })
+    }
+
+    fn next_batch(&mut self, step: u64) -> Result<TensorBatch, TrainError> {
+        match self {
+            Inputs::Host { queue, .. } => Ok(queue.next_batch()?),
+            Inputs::Device(inputs) => {
+                let (images, labels) = inputs.batch(step)?;
+                Ok(TensorBatch::on_device(step, images, labels))
+            }
+        }
+    }
+
+    /// The step that used `batch` has been issued.
+    fn done_with(&mut self, batch: TensorBatch) {
+        if let Inputs::Host { in_flight, .. } = self {
+            in_flight.push(batch);
+        }
+    }
+}
+
+impl Drop for Inputs {
+    fn drop(&mut self) {
+        if let Inputs::Host { in_flight, .. } = self {
+            in_flight.settle();
+        }
+    }
 }
 
 /// One step on `batch`, then whatever this step number calls for (log, summaries,
@@ -507,6 +557,32 @@ mod tests {
             }
         }
         for dir in [one, two] {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
+
+    /// Distortions made by tensor ops on the (CPU) device train like the host's input
+    /// threads: the same batches up to float rounding, so the same weights within the
+    /// towers' bound; and the same seed gives the same bits again.
+    #[test]
+    fn augmenting_on_the_device_trains_like_the_host_pipeline() {
+        single_threaded();
+        let data = records(24);
+        let never = AtomicBool::new(false);
+        let (host, device, again) = (temp_dir("aug-host"), temp_dir("aug-device"), temp_dir("aug-again"));
+        train(&config(&host, 6), Arc::clone(&data), None, &never).unwrap();
+        let on_device = |dir: &Path| TrainConfig { augment_on: AugmentOn::Device, ..config(dir, 6) };
+        train(&on_device(&device), Arc::clone(&data), None, &never).unwrap();
+        train(&on_device(&again), Arc::clone(&data), None, &never).unwrap();
+        let (a, b) = (final_checkpoint(&host), final_checkpoint(&device));
+        for (x, y) in a.raw.iter().chain(&a.ema).zip(b.raw.iter().chain(&b.ema)) {
+            let scale = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (u, v) in x.iter().zip(y) {
+                assert!((u - v).abs() <= 1e-4 * scale.max(1e-3), "{u} vs {v}");
+            }
+        }
+        assert_eq!(final_checkpoint(&again), b);
+        for dir in [host, device, again] {
             std::fs::remove_dir_all(dir).unwrap();
         }
     }
