@@ -16,6 +16,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::TrainError;
 use crate::inputs::{BatchMaker, Draws};
+use crate::towers::to_device;
 
 /// Where the training inputs are distorted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,9 +103,11 @@ pub fn distort(
     draws: &Draws,
     device: Device,
 ) -> Result<(Tensor, Tensor), TrainError> {
-    let on = |values: &[i64]| -> Result<Tensor, TrainError> { Ok(Tensor::f_from_slice(values)?.f_to_device(device)?) };
+    // The draws go to the device without the host waiting for it (a copy from pageable
+    // memory is staged by the driver before the call returns).
+    let on = |values: &[i64]| -> Result<Tensor, TrainError> { to_device(&Tensor::f_from_slice(values)?, device) };
     let floats = |values: &[f32]| -> Result<Tensor, TrainError> {
-        Ok(Tensor::f_from_slice(values)?.f_to_device(device)?.f_view([-1, 1, 1, 1])?)
+        Ok(to_device(&Tensor::f_from_slice(values)?, device)?.f_view([-1, 1, 1, 1])?)
     };
     let b = draws.records.len() as i64;
     let (channels, side, out) = (INPUT_CHANNELS as i64, IMAGE_SIZE as i64, INPUT_SIZE as i64);
