@@ -34,7 +34,7 @@ pub fn concat(tensors: &[Tensor], like: &[Tensor]) -> Result<Tensor, TrainError>
     Ok(Tensor::f_cat(&parts, 0)?)
 }
 
-/// Views of `flat` with the shapes and layouts of `like`, in order: what [`concat`] packed,
+/// Views of `flat` with the shapes and layouts of `like`, in order: what [`concat()`] packed,
 /// seen as tensors again. Writing through a view writes the buffer.
 pub fn views(flat: &Tensor, like: &[Tensor]) -> Result<Vec<Tensor>, TrainError> {
     let mut offset = 0;
