@@ -281,8 +281,7 @@ fn summarise_step(
     // Device-side snapshots, taken in stream order: the weights' buffer is updated in place
     // by the next steps, the batch's buffer is reused; the step's gradients and activations
     // are its own and are never rewritten, so they are sent as they are.
-    let master = state.towers.master();
-    let weights = crate::flat::views(&master.flat().copy(), master.params())?;
+    let weights = weights_snapshot(state.towers.master())?;
     let shown = images.size()[0].min(IMAGES_SHOWN);
     board.step_summary(StepSummary {
         step,
@@ -291,6 +290,12 @@ fn summarise_step(
         activations: out.activations.as_ref().map(|a| a.iter().map(|(n, t)| (*n, t.shallow_clone())).collect()),
         images: images.f_narrow(0, 0, shown)?.copy(),
     })
+}
+
+/// The weights of `net` now, as a copy that later updates do not touch (one copy of the
+/// buffer, on the net's device, in stream order), seen per tensor.
+fn weights_snapshot(net: &crate::model::Net) -> Result<Vec<Tensor>, TrainError> {
+    crate::flat::views(&net.flat().copy(), net.params())
 }
 
 fn evaluate(run: &mut Run, state: &RunState) -> Result<(), TrainError> {
@@ -585,6 +590,21 @@ mod tests {
         for dir in [host, device, again] {
             std::fs::remove_dir_all(dir).unwrap();
         }
+    }
+
+    /// The summary thread reads the weights while the next steps update them in place: what
+    /// it gets must be a copy.
+    #[test]
+    fn the_summarised_weights_are_a_copy_that_updates_do_not_reach() {
+        let net = crate::model::Net::new(Device::Cpu, 4);
+        let snapshot = weights_snapshot(&net).unwrap();
+        let before = tensors_to_values(&snapshot).unwrap();
+        assert_eq!(before, net.values().unwrap());
+        tch::no_grad(|| {
+            let _ = net.flat().shallow_clone().f_add_scalar_(1.0).unwrap();
+        });
+        assert_eq!(tensors_to_values(&snapshot).unwrap(), before);
+        assert_ne!(net.values().unwrap(), before);
     }
 
     #[test]
