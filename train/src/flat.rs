@@ -37,6 +37,13 @@ pub fn concat(tensors: &[Tensor], like: &[Tensor]) -> Result<Tensor, TrainError>
 /// Views of `flat` with the shapes and layouts of `like`, in order: what [`concat()`] packed,
 /// seen as tensors again. Writing through a view writes the buffer.
 pub fn views(flat: &Tensor, like: &[Tensor]) -> Result<Vec<Tensor>, TrainError> {
+    let (have, need) = (flat.numel() as i64, total_len(like));
+    if flat.dim() != 1 || have != need {
+        return Err(TrainError::Config(format!(
+            "a buffer of {have} values (shape {:?}) seen as tensors of {need} values",
+            flat.size()
+        )));
+    }
     let mut offset = 0;
     let mut out = Vec::with_capacity(like.len());
     for l in like {
@@ -53,8 +60,8 @@ pub fn views(flat: &Tensor, like: &[Tensor]) -> Result<Vec<Tensor>, TrainError> 
     Ok(out)
 }
 
-/// Values in `flat` (one per element), total over `like`: the check that a buffer holds
-/// exactly the tensors it is viewed as.
+/// Values a buffer holding `like` has: [`views`] checks that a buffer holds exactly the
+/// tensors it is viewed as.
 pub fn total_len(like: &[Tensor]) -> i64 {
     like.iter().map(|t| t.numel() as i64).sum()
 }
@@ -89,6 +96,8 @@ mod tests {
         assert!(is_channels_last(&back[0]), "the view keeps the channels-last layout");
         assert_eq!(values(&back[0]), values(&a));
         assert_eq!(values(&back[1]), values(&b));
+        let err = views(&flat.narrow(0, 0, 10), &like).unwrap_err().to_string();
+        assert!(err.contains("a buffer of 10 values") && err.contains("307 values"), "{err}");
         // the channels-last tensor's slice is in memory (NHWC) order
         assert_eq!(values(&flat.narrow(0, 0, 300)), values(&a.permute([0, 2, 3, 1])));
     }
