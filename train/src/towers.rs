@@ -9,11 +9,13 @@
 //! a channel and reused every step: libtorch keeps per-thread state (cuDNN's tuned
 //! convolution plans, the current stream), so threads born every step would pay for it
 //! again on every step. A worker only ever runs its own tower, so all its work is on its
-//! device.
+//! device (every op runs on its tensors' device; tch has no call to set a thread's current
+//! CUDA device, and nothing here relies on it).
 //!
 //! Each tower's weights are one buffer ([`crate::flat`]) and so are its gradients: the
 //! reduction adds one buffer per tower, the update is one kernel, and the broadcast copies
-//! one buffer per tower.
+//! one buffer per tower. The weight decay's gradient is added after autograd, to the decayed
+//! tensors' slices, with the same bits as autograd's (tested).
 //!
 //! Where the host waits: [`Towers::compute`] returns when every worker has *issued* its
 //! step (on a CUDA device the kernels are queued, not finished; on the CPU they are done).
