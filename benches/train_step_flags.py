@@ -13,10 +13,11 @@ def parse_args():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--input", choices=["fixed", "real"], default="fixed")
     parser.add_argument("--data-dir", default="../shared/cifar10/cifar-10-batches-bin")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (where the script supports it)")
     return parser.parse_args()
 
 
 def report(framework, args, step_seconds):
     """The result line `train_step.rs` reads: each timed step's seconds."""
     print(json.dumps({"framework": framework, "input": args.input, "threads": args.threads,
-                      "batch": args.batch, "step_seconds": step_seconds}))
+                      "batch": args.batch, "device": args.device, "step_seconds": step_seconds}))

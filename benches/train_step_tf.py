@@ -86,6 +86,8 @@ def real_batches(data_dir, batch):
 
 def main():
     args = parse_args()
+    if args.device != "cpu":
+        raise SystemExit(f"--device {args.device}: this script runs TensorFlow on the CPU only")
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     tf.random.set_seed(0)

@@ -1,8 +1,11 @@
 //! The model's layers as tch operations, with model-format's exact semantics. tch has no
 //! TensorFlow-style SAME pooling and no LRN, so both are composed here.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
 use model_format::arch::{Conv, Dense, Layer, Lrn, MaxPool};
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 /// Applies one layer of [`model_format::arch::LAYERS`] to `xs`; `params` holds the model's
 /// tensors in [`model_format::TENSORS`] order.
@@ -63,14 +66,33 @@ fn ceil_mode_is_same(pool: &MaxPool, n: usize) -> bool {
 /// `exp(−beta · ln(·))`: libtorch's general `pow` (and the `pow` in its gradient) costs more
 /// than `exp` and `ln` together (forward and backward of one LRN at batch 128: 7.6 → 5.9 ms).
 pub fn local_response_norm(xs: &Tensor, lrn: &Lrn) -> Tensor {
-    let radius = lrn.depth_radius as i64;
-    let channels = xs.size()[1];
-    let options = (xs.kind(), xs.device());
-    let band = (Tensor::ones([channels, channels], options).triu(-radius).tril(radius) * f64::from(lrn.alpha))
-        .view([channels, channels, 1, 1]);
-    let offset = Tensor::full([channels], f64::from(lrn.bias), options);
+    let (band, offset) = lrn_constants(lrn, xs.size()[1], xs.kind(), xs.device());
     let base = xs.square().conv2d(&band, Some(&offset), [1, 1], [0, 0], [1, 1], 1);
     xs * (base.log() * -f64::from(lrn.beta)).exp()
+}
+
+/// What identifies one LRN's constants: its settings' bits, the channel count, the element
+/// kind and the device.
+type LrnKey = (usize, u32, u32, u32, i64, Kind, Device);
+
+/// LRN's band matrix `[C, C, 1, 1]` and offset `[C]` for `channels` channels on `device`,
+/// made once per (settings, channels, kind, device) and shared: building them on every call
+/// cost four small kernels (and on a GPU as many launches) per LRN per step. They never
+/// require gradients and are only read, so the towers' threads can share them.
+fn lrn_constants(lrn: &Lrn, channels: i64, kind: Kind, device: Device) -> (Tensor, Tensor) {
+    static CACHE: OnceLock<Mutex<HashMap<LrnKey, (Tensor, Tensor)>>> = OnceLock::new();
+    let key = (lrn.depth_radius, lrn.bias.to_bits(), lrn.alpha.to_bits(), lrn.beta.to_bits(), channels, kind, device);
+    let mut cache = CACHE.get_or_init(Default::default).lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (band, offset) = cache.entry(key).or_insert_with(|| {
+        let radius = lrn.depth_radius as i64;
+        let options = (kind, device);
+        tch::no_grad(|| {
+            let band = (Tensor::ones([channels, channels], options).triu(-radius).tril(radius) * f64::from(lrn.alpha))
+                .view([channels, channels, 1, 1]);
+            (band, Tensor::full([channels], f64::from(lrn.bias), options))
+        })
+    });
+    (band.shallow_clone(), offset.shallow_clone())
 }
 
 /// `y = x·Wᵀ + b` with `W` stored `[out, in]`.
@@ -82,7 +104,6 @@ pub fn fully_connected(xs: &Tensor, dense: &Dense, params: &[Tensor]) -> Tensor 
 mod tests {
     use super::*;
     use model_format::arch::{LRN, POOL};
-    use tch::Kind;
 
     fn values(t: &Tensor) -> Vec<f32> {
         Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap()
@@ -144,6 +165,18 @@ mod tests {
         close(&out, &expected, 1e-6);
         // the inputs are large enough that normalisation matters
         assert!(out[10] < 0.9 * x[10]);
+    }
+
+    #[test]
+    fn lrn_constants_are_made_once_per_device_and_shape() {
+        let (a, _) = lrn_constants(&LRN, 5, Kind::Float, tch::Device::Cpu);
+        let (b, _) = lrn_constants(&LRN, 5, Kind::Float, tch::Device::Cpu);
+        assert_eq!(a.data_ptr(), b.data_ptr(), "the same band matrix, not a new one");
+        let (c, offset) = lrn_constants(&LRN, 6, Kind::Float, tch::Device::Cpu);
+        assert_eq!((c.size(), offset.size()), (vec![6, 6, 1, 1], vec![6]));
+        // the band: alpha within depth_radius of the diagonal, zero beyond
+        assert_eq!(c.double_value(&[0, 4, 0, 0]), f64::from(LRN.alpha));
+        assert_eq!(c.double_value(&[0, 5, 0, 0]), 0.0);
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! - [`model`]: the network, its variables named as in the weights file;
 //! - [`layers`]: the layers as tch operations (SAME pooling, TensorFlow LRN);
 //! - [`distort`], [`inputs`]: the distorted training inputs, made ahead on worker threads;
+//!   [`augment`]: the same distortions as batched ops on the device;
 //! - [`config`]: a run's settings, their checks, and the [`config::Schedule`] a resume must share;
 //! - [`memory`]: whether the batches fit in memory, checked up front;
 //! - [`schedule`], [`ema`]: the learning rate and the weights' moving average;
-//! - [`towers`]: data-parallel replicas, each reading its own batch, gradients averaged;
+//! - [`towers`]: data-parallel replicas, each reading its own batch on its own long-lived
+//!   thread, gradients averaged; [`flat`]: the one-buffer weights and gradients they share;
 //! - [`cudnn`]: the deterministic-cuDNN switch;
 //! - [`trainer`]: the training loop, with [`progress`] lines and [`tensorboard`] summaries;
 //! - [`checkpoint`]: resumable, atomic checkpoints;
@@ -16,6 +18,7 @@
 //!   initial weights come from [`model_format::init`]);
 //! - [`error`]: the error type, [`TrainError`].
 
+pub mod augment;
 pub mod checkpoint;
 pub mod config;
 pub mod cudnn;
@@ -24,6 +27,7 @@ pub mod ema;
 pub mod error;
 pub mod evaluate;
 pub mod export;
+pub mod flat;
 pub mod inputs;
 pub mod layers;
 pub mod memory;

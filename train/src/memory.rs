@@ -38,7 +38,10 @@ pub fn host_bytes_needed(config: &TrainConfig, queue_depth: usize) -> u64 {
     let cpu_towers = config.devices.iter().filter(|d| **d == Device::Cpu).count() * config.towers_per_device;
     // Saturating: an absurd --batch-size must give "too large", not an overflow.
     let towers = (cpu_towers as u64).saturating_mul(batch).saturating_mul(bytes_per_example());
-    let queued_batches = config.input_workers as u64 * (queue_depth as u64 + BATCHES_IN_FLIGHT);
+    // With a CUDA device, used batches wait for the devices before their buffers are reused.
+    let awaiting_devices =
+        if config.devices.iter().any(|d| d.is_cuda()) { crate::inputs::IN_FLIGHT_LIMIT as u64 } else { 0 };
+    let queued_batches = config.input_workers as u64 * (queue_depth as u64 + BATCHES_IN_FLIGHT + awaiting_devices);
     let global_batch = batch.saturating_mul(config.tower_count() as u64);
     let queue = queued_batches.saturating_mul(global_batch).saturating_mul(QUEUED_BYTES_PER_EXAMPLE);
     towers.saturating_add(queue)

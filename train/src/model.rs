@@ -9,7 +9,7 @@ use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
 use crate::error::TrainError;
-use crate::layers;
+use crate::{flat, layers};
 
 /// The CIFAR-10 tutorial CNN: its variables and its forward pass.
 ///
@@ -21,8 +21,12 @@ use crate::layers;
 /// ```
 pub struct Net {
     vs: VarStore,
-    /// The variables in [`TENSORS`] order (handles sharing storage with `vs`).
+    /// The variables in [`TENSORS`] order (handles sharing storage with `vs`), each a view
+    /// of its slice of `flat`.
     params: Vec<Tensor>,
+    /// Every variable's values in one buffer ([`crate::flat`]): what the trainer updates,
+    /// averages and copies between towers in one operation each.
+    flat: Tensor,
 }
 
 impl Net {
@@ -41,29 +45,24 @@ impl Net {
 
     /// A network holding `values` (one flat vector per tensor, [`TENSORS`] order).
     pub fn from_values(values: &[Vec<f32>], device: Device) -> Result<Net, TrainError> {
-        if values.len() != TENSORS.len() {
-            return Err(TrainError::Config(format!("{} tensors given, the model has {}", values.len(), TENSORS.len())));
-        }
+        let (flat, views) = flat::copy_of(&layout_tensors(values, device)?)?;
         let vs = VarStore::new(device);
         let root = vs.root();
         let mut params = Vec::with_capacity(TENSORS.len());
-        for (spec, data) in TENSORS.iter().zip(values) {
-            if data.len() != spec.len() {
-                return Err(TrainError::Config(format!(
-                    "tensor `{}` has {} values, expected {}",
-                    spec.name,
-                    data.len(),
-                    spec.len()
-                )));
-            }
-            let shape: Vec<i64> = spec.shape.iter().map(|&d| d as i64).collect();
-            let tensor = in_layout(Tensor::f_from_slice(data)?.f_view(shape.as_slice())?.f_to_device(device)?)?;
+        for (spec, view) in TENSORS.iter().zip(views) {
             // tch's VarStore separates path components with '.', so "conv1.weight" is
-            // variable "weight" under "conv1".
+            // variable "weight" under "conv1". `detach` keeps the storage (the buffer's
+            // slice) and makes the variable a leaf of its own for autograd.
             let (scope, leaf) = spec.name.split_once('.').expect("tensor names are layer.kind");
-            params.push(root.sub(scope).add(leaf, tensor, true));
+            params.push(root.sub(scope).add(leaf, view.f_detach()?, true));
         }
-        Ok(Net { vs, params })
+        Ok(Net { vs, params, flat })
+    }
+
+    /// Every variable's values in one buffer, [`TENSORS`] order, each in its memory layout
+    /// ([`crate::flat`]). Writing it (without autograd) writes the variables.
+    pub fn flat(&self) -> &Tensor {
+        &self.flat
     }
 
     /// The variables, in [`TENSORS`] order.
@@ -83,32 +82,20 @@ impl Net {
 
     /// Logits `[N, 10]` for a batch of preprocessed inputs `[N, 3, 24, 24]`.
     pub fn forward(&self, xs: &Tensor) -> Tensor {
-        let xs = in_layout(xs.shallow_clone()).expect("a copy of the input batch");
-        training_order().fold(xs, |x, layer| layers::apply(layer, &x, &self.params))
+        forward(&self.params, xs)
     }
 
     /// Like [`Net::forward`], also returning every layer's output by its tutorial name
     /// (for activation summaries). The layers run in [`LAYERS`]' order, so every named output
     /// exists; the logits and gradients are the same bits as [`Net::forward`]'s.
     pub fn forward_with_activations(&self, xs: &Tensor) -> (Tensor, Vec<(&'static str, Tensor)>) {
-        let mut activations = Vec::with_capacity(LAYERS.len());
-        let mut x = in_layout(xs.shallow_clone()).expect("a copy of the input batch");
-        for (name, layer) in LAYERS.iter() {
-            x = layers::apply(layer, &x, &self.params);
-            activations.push((*name, x.shallow_clone()));
-        }
-        (x, activations)
+        forward_with_activations(&self.params, xs)
     }
 
     /// `½‖W‖²` of every tensor with a weight decay, times its factor (the tutorial's
     /// `weight_loss`, added to the cross-entropy).
     pub fn weight_decay_loss(&self) -> Option<Tensor> {
-        TENSORS
-            .iter()
-            .zip(&self.params)
-            .filter(|(spec, _)| spec.weight_decay > 0.0)
-            .map(|(spec, p)| p.square().sum(None) * (0.5 * f64::from(spec.weight_decay)))
-            .reduce(|a, b| a + b)
+        weight_decay_loss(&self.params)
     }
 
     /// Overwrites every variable with `values` (same order and shapes; any device).
@@ -130,6 +117,59 @@ impl Net {
     pub fn to_weights(&self, metadata: Metadata) -> Result<Weights, TrainError> {
         Ok(Weights::new(self.values()?, metadata)?)
     }
+}
+
+/// Logits `[N, 10]` of the network with variables `params` ([`TENSORS`] order) for a batch
+/// `xs` `[N, 3, 24, 24]`: [`Net::forward`] for a tower worker that holds the variables'
+/// handles rather than the [`Net`].
+pub fn forward(params: &[Tensor], xs: &Tensor) -> Tensor {
+    let xs = in_layout(xs.shallow_clone()).expect("a copy of the input batch");
+    training_order().fold(xs, |x, layer| layers::apply(layer, &x, params))
+}
+
+/// [`Net::forward_with_activations`] of the variables `params`.
+pub fn forward_with_activations(params: &[Tensor], xs: &Tensor) -> (Tensor, Vec<(&'static str, Tensor)>) {
+    let mut activations = Vec::with_capacity(LAYERS.len());
+    let mut x = in_layout(xs.shallow_clone()).expect("a copy of the input batch");
+    for (name, layer) in LAYERS.iter() {
+        x = layers::apply(layer, &x, params);
+        activations.push((*name, x.shallow_clone()));
+    }
+    (x, activations)
+}
+
+/// [`Net::weight_decay_loss`] of the variables `params`.
+pub fn weight_decay_loss(params: &[Tensor]) -> Option<Tensor> {
+    TENSORS
+        .iter()
+        .zip(params)
+        .filter(|(spec, _)| spec.weight_decay > 0.0)
+        .map(|(spec, p)| p.square().sum(None) * (0.5 * f64::from(spec.weight_decay)))
+        .reduce(|a, b| a + b)
+}
+
+/// `values` (one flat vector per tensor, [`TENSORS`] order, checked against the shapes) as
+/// tensors on `device`, in the layout the network computes in there ([`in_layout`]).
+pub fn layout_tensors(values: &[Vec<f32>], device: Device) -> Result<Vec<Tensor>, TrainError> {
+    if values.len() != TENSORS.len() {
+        return Err(TrainError::Config(format!("{} tensors given, the model has {}", values.len(), TENSORS.len())));
+    }
+    TENSORS
+        .iter()
+        .zip(values)
+        .map(|(spec, data)| {
+            if data.len() != spec.len() {
+                return Err(TrainError::Config(format!(
+                    "tensor `{}` has {} values, expected {}",
+                    spec.name,
+                    data.len(),
+                    spec.len()
+                )));
+            }
+            let shape: Vec<i64> = spec.shape.iter().map(|&d| d as i64).collect();
+            in_layout(Tensor::f_from_slice(data)?.f_view(shape.as_slice())?.f_to_device(device)?)
+        })
+        .collect()
 }
 
 /// [`LAYERS`] in the order training runs them: a ReLU directly followed by a max pool runs
@@ -185,6 +225,22 @@ mod tests {
             let shape: Vec<i64> = spec.shape.iter().map(|&d| d as i64).collect();
             assert_eq!(vars[spec.name].size(), shape, "{}", spec.name);
         }
+    }
+
+    #[test]
+    fn the_variables_are_views_of_one_buffer() {
+        let net = Net::new(Device::Cpu, 7);
+        assert_eq!(net.flat().size(), [model_format::PARAM_COUNT as i64]);
+        let before = net.values().unwrap();
+        tch::no_grad(|| {
+            let _ = net.flat().shallow_clone().f_add_scalar_(1.0).unwrap();
+        });
+        for (after, before) in net.values().unwrap().iter().zip(&before) {
+            for (a, b) in after.iter().zip(before) {
+                assert_eq!(*a, b + 1.0);
+            }
+        }
+        assert!(net.params().iter().all(|p| p.requires_grad()));
     }
 
     #[test]

@@ -2,8 +2,19 @@
 //! moving averages, the learning rate, throughput, precision@1, and every
 //! `--summary-every` steps histograms of activations, gradients and weights, activation
 //! sparsity and a few distorted input images.
+//!
+//! During training the event file is written by its own thread ([`SummaryThread`]): at a
+//! summary step the loop only takes device-side copies of what it summarises (one copy of
+//! the weights' buffer; the step's gradients and activations are its own and never
+//! rewritten) and sends them; the copies to the host, the histograms (about 8 M values at
+//! batch 128) and the writing happen beside the following steps.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use model_format::arch::{INPUT_SIZE, TENSORS};
 use tch::Tensor;
@@ -15,7 +26,7 @@ use crate::summary::SummaryWriter;
 const SUMMARISED_ACTIVATIONS: [(&str, &str); 4] =
     [("conv1_relu", "conv1"), ("conv2_relu", "conv2"), ("local3_relu", "local3"), ("local4_relu", "local4")];
 /// Distorted inputs shown per summary (the tutorial's `max_outputs`).
-const IMAGES_SHOWN: i64 = 3;
+pub const IMAGES_SHOWN: i64 = 3;
 
 /// The loop's TensorBoard writer.
 pub struct Board {
@@ -94,5 +105,120 @@ impl Board {
     pub fn flush(&mut self) -> Result<(), TrainError> {
         let io = self.io();
         self.writer.flush().map_err(io)
+    }
+}
+
+/// What one summary step shows: the tensors are the loop's snapshots of that step (still on
+/// the device), read back on the summary thread.
+pub struct StepSummary {
+    pub step: u64,
+    /// The weights after the step's update, [`TENSORS`] order (views of a copy).
+    pub weights: Vec<Tensor>,
+    /// The step's averaged gradients, [`TENSORS`] order.
+    pub gradients: Vec<Tensor>,
+    /// The first tower's layer outputs.
+    pub activations: Option<Vec<(&'static str, Tensor)>>,
+    /// The first few distorted inputs `[n,3,24,24]` (a copy: the batch's buffer is reused).
+    pub images: Tensor,
+}
+
+enum Message {
+    Scalar(String, u64, f64),
+    Step(Box<StepSummary>),
+    Flush(Sender<Result<(), TrainError>>),
+}
+
+/// A [`Board`] on its own thread: the loop sends scalars and [`StepSummary`]s and goes on;
+/// [`SummaryThread::flush`] waits for everything sent so far to be written and reports the
+/// first error since the last flush.
+pub struct SummaryThread {
+    messages: Option<Sender<Message>>,
+    handle: Option<JoinHandle<()>>,
+    /// Nanoseconds the thread has spent on step summaries (reading back, histograms, writing).
+    busy_nanos: Arc<AtomicU64>,
+}
+
+impl SummaryThread {
+    /// Starts an event file in `dir` and the thread that writes it.
+    pub fn create(dir: &Path) -> Result<SummaryThread, TrainError> {
+        let mut board = Board::create(dir)?;
+        let (messages, inbox) = channel::<Message>();
+        let busy_nanos = Arc::new(AtomicU64::new(0));
+        let busy = Arc::clone(&busy_nanos);
+        let handle = std::thread::Builder::new()
+            .name("summaries".into())
+            .spawn(move || {
+                let mut first_error: Option<TrainError> = None;
+                for message in inbox {
+                    let result = match message {
+                        Message::Scalar(tag, step, value) => board.scalar(&tag, step, value),
+                        Message::Step(summary) => {
+                            let start = Instant::now();
+                            let result = board.step_summary(&summary);
+                            busy.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                            result
+                        }
+                        Message::Flush(reply) => {
+                            let flushed = board.flush();
+                            let _ = reply.send(first_error.take().map_or(flushed, Err));
+                            Ok(())
+                        }
+                    };
+                    if let Err(e) = result {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            })
+            .map_err(TrainError::io(dir))?;
+        Ok(SummaryThread { messages: Some(messages), handle: Some(handle), busy_nanos })
+    }
+
+    fn send(&self, message: Message) -> Result<(), TrainError> {
+        self.messages
+            .as_ref()
+            .and_then(|m| m.send(message).ok())
+            .ok_or_else(|| TrainError::Config("the TensorBoard writer thread stopped (see the message above)".into()))
+    }
+
+    /// One scalar, written in order with everything else sent.
+    pub fn scalar(&mut self, tag: &str, step: u64, value: f64) -> Result<(), TrainError> {
+        self.send(Message::Scalar(tag.to_string(), step, value))
+    }
+
+    /// A summary step's histograms, sparsity and images, made on the thread.
+    pub fn step_summary(&mut self, summary: StepSummary) -> Result<(), TrainError> {
+        self.send(Message::Step(Box::new(summary)))
+    }
+
+    /// Waits until everything sent is on disk; the first error since the last flush.
+    pub fn flush(&mut self) -> Result<(), TrainError> {
+        let (reply, answer) = channel();
+        self.send(Message::Flush(reply))?;
+        answer.recv().map_err(|_| TrainError::Config("the TensorBoard writer thread stopped".into()))?
+    }
+
+    /// Time the thread has spent on step summaries so far.
+    pub fn busy(&self) -> Duration {
+        Duration::from_nanos(self.busy_nanos.load(Ordering::Relaxed))
+    }
+}
+
+impl Drop for SummaryThread {
+    fn drop(&mut self) {
+        self.messages = None;
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Board {
+    /// Everything of a [`StepSummary`].
+    pub fn step_summary(&mut self, summary: &StepSummary) -> Result<(), TrainError> {
+        if let Some(activations) = &summary.activations {
+            self.activations(summary.step, activations)?;
+        }
+        self.weights_and_gradients(summary.step, &summary.weights, &summary.gradients)?;
+        self.images(summary.step, &summary.images)
     }
 }

@@ -17,16 +17,17 @@ use std::time::Instant;
 use model_format::cifar::Records;
 use tch::{Device, Kind, Tensor};
 
+use crate::augment::{AugmentOn, DeviceInputs};
 use crate::checkpoint::{self, Checkpoint};
 pub use crate::config::TrainConfig;
 use crate::ema::MovingAverage;
 use crate::error::TrainError;
 use crate::evaluate::EvalSet;
-use crate::inputs::{InputQueue, TensorBatch};
+use crate::inputs::{InFlight, InputQueue, TensorBatch, IN_FLIGHT_LIMIT};
 use crate::model::tensors_to_values;
 use crate::progress::Progress;
 use crate::schedule::LearningRate;
-use crate::tensorboard::Board;
+use crate::tensorboard::{StepSummary, SummaryThread, IMAGES_SHOWN};
 use crate::towers::{StepOutput, Towers};
 use model_format::init::initial_tensors;
 
@@ -52,6 +53,11 @@ pub struct TrainOutcome {
     pub input_wait: f64,
     /// True when a stop request ended the run before `max_steps`.
     pub interrupted: bool,
+    /// Fraction of this run's wall time the loop spent on summary steps (taking snapshots).
+    pub summary_share: f64,
+    /// Fraction of this run's wall time the summary thread spent reading back, making
+    /// histograms and writing, beside the steps.
+    pub summary_thread_share: f64,
 }
 
 /// The state that evolves step by step.
@@ -68,7 +74,9 @@ struct Run<'a> {
     config: &'a TrainConfig,
     train_examples: usize,
     schedule: LearningRate,
-    board: Option<Board>,
+    board: Option<SummaryThread>,
+    /// Time the loop itself spent on summary steps (taking the snapshots, sending them).
+    summary_time: std::time::Duration,
     eval_set: Option<EvalSet>,
     progress: Progress,
 }
@@ -81,6 +89,19 @@ pub fn train(
     train: Arc<Records>,
     test: Option<&Records>,
     stop: &AtomicBool,
+) -> Result<TrainOutcome, TrainError> {
+    train_observed(config, train, test, stop, &mut |_, _| {})
+}
+
+/// [`train`], calling `observe` after every step with the number of steps done and what the
+/// step computed: a window on the loop for tests and tools (e.g. which threads ran the
+/// towers), without a log line.
+pub fn train_observed(
+    config: &TrainConfig,
+    train: Arc<Records>,
+    test: Option<&Records>,
+    stop: &AtomicBool,
+    observe: &mut dyn FnMut(u64, &StepOutput),
 ) -> Result<TrainOutcome, TrainError> {
     config.check_flags()?;
     crate::memory::check_fits(config, QUEUE_DEPTH, crate::memory::available_bytes())?;
@@ -97,32 +118,33 @@ pub fn train(
             config.batch_size,
             config.tower_count(),
         ),
-        board: if config.summary_every > 0 { Some(Board::create(&config.train_dir)?) } else { None },
+        board: if config.summary_every > 0 { Some(SummaryThread::create(&config.train_dir)?) } else { None },
+        summary_time: std::time::Duration::ZERO,
         eval_set: match (config.eval_every, test) {
             (0, _) | (_, None) => None,
             (_, Some(records)) => Some(EvalSet::new(records)),
         },
         progress: Progress::new(config.batch_size, config.tower_count(), config.max_steps),
     };
-    // Pinned host memory speeds up (and makes asynchronous) the copies to a CUDA device.
-    let pin_for = config.devices.iter().copied().find(|d| d.is_cuda());
-    let workers = (config.input_workers, QUEUE_DEPTH);
-    let mut queue = InputQueue::start(train, state.seed, config.global_batch(), state.step, workers, pin_for);
+    let mut inputs = Inputs::start(config, train, &state)?;
     let (first_step, run_start) = (state.step, Instant::now());
 
     while state.step < config.max_steps && !stop.load(Ordering::Relaxed) {
         let waited = Instant::now();
-        let batch = queue.next_batch()?;
+        let batch = inputs.next_batch(state.step)?;
         run.progress.step_done(waited.elapsed());
-        train_step(&mut run, &mut state, &batch)?;
+        let out = train_step(&mut run, &mut state, &batch)?;
+        inputs.done_with(batch);
+        observe(state.step, &out);
     }
-    drop(queue);
+    drop(inputs);
     let last_loss = state.losses.read(state.step)?.map_or(f64::NAN, |l| l.total);
     let checkpoint = save(config, &state, run.train_examples)?;
     if let Some(board) = run.board.as_mut() {
         board.flush()?;
     }
     let seconds = run_start.elapsed().as_secs_f64().max(1e-9);
+    let summary_thread = run.board.as_ref().map_or(0.0, |b| b.busy().as_secs_f64());
     let steps_run = (state.step - first_step) as f64;
     Ok(TrainOutcome {
         step: state.step,
@@ -132,12 +154,68 @@ pub fn train(
         examples_per_sec: steps_run * config.global_batch() as f64 / seconds,
         input_wait: run.progress.total_input_wait(),
         interrupted: state.step < config.max_steps,
+        summary_share: run.summary_time.as_secs_f64() / seconds,
+        summary_thread_share: summary_thread / seconds,
     })
+}
+
+/// Where the step's batches come from: input threads of the host ([`AugmentOn::Host`]), or
+/// batched ops on the first tower's device ([`AugmentOn::Device`]). Either way batch `s`
+/// depends only on `(seed, s)`.
+enum Inputs {
+    Host { queue: InputQueue, in_flight: InFlight },
+    Device(DeviceInputs),
+}
+
+impl Inputs {
+    fn start(config: &TrainConfig, train: Arc<Records>, state: &RunState) -> Result<Inputs, TrainError> {
+        let batch = config.global_batch();
+        Ok(match config.augment_on {
+            AugmentOn::Host => {
+                // Pinned host memory speeds up (and makes asynchronous) the copies to a
+                // CUDA device.
+                let pin_for = config.devices.iter().copied().find(|d| d.is_cuda());
+                let workers = (config.input_workers, QUEUE_DEPTH);
+                Inputs::Host {
+                    queue: InputQueue::start(train, state.seed, batch, state.step, workers, pin_for),
+                    in_flight: InFlight::new(&config.devices, IN_FLIGHT_LIMIT),
+                }
+            }
+            AugmentOn::Device => {
+                Inputs::Device(DeviceInputs::new(train, state.seed, batch, state.towers.master().device())?)
+            }
+        })
+    }
+
+    fn next_batch(&mut self, step: u64) -> Result<TensorBatch, TrainError> {
+        match self {
+            Inputs::Host { queue, .. } => Ok(queue.next_batch()?),
+            Inputs::Device(inputs) => {
+                let (images, labels) = inputs.batch(step)?;
+                Ok(TensorBatch::on_device(step, images, labels))
+            }
+        }
+    }
+
+    /// The step that used `batch` has been issued.
+    fn done_with(&mut self, batch: TensorBatch) {
+        if let Inputs::Host { in_flight, .. } = self {
+            in_flight.push(batch);
+        }
+    }
+}
+
+impl Drop for Inputs {
+    fn drop(&mut self) {
+        if let Inputs::Host { in_flight, .. } = self {
+            in_flight.settle();
+        }
+    }
 }
 
 /// One step on `batch`, then whatever this step number calls for (log, summaries,
 /// evaluation, checkpoint): the only places where the host waits for the device.
-fn train_step(run: &mut Run, state: &mut RunState, batch: &TensorBatch) -> Result<(), TrainError> {
+fn train_step(run: &mut Run, state: &mut RunState, batch: &TensorBatch) -> Result<StepOutput, TrainError> {
     let config = run.config;
     let step = state.step;
     let summarise = run.board.is_some() && step.is_multiple_of(config.summary_every);
@@ -147,7 +225,7 @@ fn train_step(run: &mut Run, state: &mut RunState, batch: &TensorBatch) -> Resul
     state.step += 1;
     // TensorFlow's moving average reads global_step after the gradient step has
     // incremented it, so the first update uses num_updates = 1.
-    state.ema.update(state.towers.master().params(), state.step)?;
+    state.ema.update(state.towers.master().flat(), state.step)?;
     state.losses.add(&out)?;
 
     let every = |n: u64| n > 0 && state.step.is_multiple_of(n);
@@ -155,14 +233,16 @@ fn train_step(run: &mut Run, state: &mut RunState, batch: &TensorBatch) -> Resul
     let eval_now = run.eval_set.is_some() && every(config.eval_every);
     let save_now = every(config.checkpoint_every) && state.step < config.max_steps;
     if !(log_now || summarise || eval_now || save_now) {
-        return Ok(());
+        return Ok(out);
     }
     let losses = state.losses.read(state.step)?.expect("a step ran");
     if log_now {
         log(run, state.step, &losses)?;
     }
     if summarise {
+        let start = Instant::now();
         summarise_step(run, state, &out, &batch.images, learning_rate, &losses)?;
+        run.summary_time += start.elapsed();
     }
     if eval_now {
         evaluate(run, state)?;
@@ -170,7 +250,7 @@ fn train_step(run: &mut Run, state: &mut RunState, batch: &TensorBatch) -> Resul
     if save_now {
         save(config, state, run.train_examples)?;
     }
-    Ok(())
+    Ok(out)
 }
 
 fn log(run: &mut Run, step: u64, losses: &HostLosses) -> Result<(), TrainError> {
@@ -198,11 +278,24 @@ fn summarise_step(
     board.scalar("total_loss (raw)", step, losses.total)?;
     board.scalar("total_loss", step, losses.total_average)?;
     board.scalar("learning_rate", step, learning_rate)?;
-    if let Some(activations) = &out.activations {
-        board.activations(step, activations)?;
-    }
-    board.weights_and_gradients(step, state.towers.master().params(), &out.gradients)?;
-    board.images(step, images)
+    // Device-side snapshots, taken in stream order: the weights' buffer is updated in place
+    // by the next steps, the batch's buffer is reused; the step's gradients and activations
+    // are its own and are never rewritten, so they are sent as they are.
+    let weights = weights_snapshot(state.towers.master())?;
+    let shown = images.size()[0].min(IMAGES_SHOWN);
+    board.step_summary(StepSummary {
+        step,
+        weights,
+        gradients: state.towers.gradient_views(&out.gradients)?,
+        activations: out.activations.as_ref().map(|a| a.iter().map(|(n, t)| (*n, t.shallow_clone())).collect()),
+        images: images.f_narrow(0, 0, shown)?.copy(),
+    })
+}
+
+/// The weights of `net` now, as a copy that later updates do not touch (one copy of the
+/// buffer, on the net's device, in stream order), seen per tensor.
+fn weights_snapshot(net: &crate::model::Net) -> Result<Vec<Tensor>, TrainError> {
+    crate::flat::views(&net.flat().copy(), net.params())
 }
 
 fn evaluate(run: &mut Run, state: &RunState) -> Result<(), TrainError> {
@@ -285,15 +378,11 @@ fn start_state(config: &TrainConfig, train_examples: usize) -> Result<RunState, 
     let towers = Towers::new(&raw, &config.devices, config.towers_per_device)?;
     let ema = match ema {
         Some(values) => {
-            let master = towers.master().device();
-            let shadow = values
-                .iter()
-                .zip(towers.master().params())
-                .map(|(v, p)| Ok(Tensor::f_from_slice(v)?.f_view(p.size().as_slice())?.f_to_device(master)?))
-                .collect::<Result<Vec<_>, TrainError>>()?;
-            MovingAverage::from_tensors(shadow, config.moving_average_decay)
+            // In the master's layout, so that the average's buffer lines up with the weights'.
+            let shadow = crate::model::layout_tensors(&values, towers.master().device())?;
+            MovingAverage::from_tensors(shadow, config.moving_average_decay)?
         }
-        None => MovingAverage::new(towers.master().params(), config.moving_average_decay),
+        None => MovingAverage::new(towers.master().params(), config.moving_average_decay)?,
     };
     Ok(RunState { step, seed, towers, ema, losses: DeviceLosses::default() })
 }
@@ -475,6 +564,47 @@ mod tests {
         for dir in [one, two] {
             std::fs::remove_dir_all(dir).unwrap();
         }
+    }
+
+    /// Distortions made by tensor ops on the (CPU) device train like the host's input
+    /// threads: the same batches up to float rounding, so the same weights within the
+    /// towers' bound; and the same seed gives the same bits again.
+    #[test]
+    fn augmenting_on_the_device_trains_like_the_host_pipeline() {
+        single_threaded();
+        let data = records(24);
+        let never = AtomicBool::new(false);
+        let (host, device, again) = (temp_dir("aug-host"), temp_dir("aug-device"), temp_dir("aug-again"));
+        train(&config(&host, 6), Arc::clone(&data), None, &never).unwrap();
+        let on_device = |dir: &Path| TrainConfig { augment_on: AugmentOn::Device, ..config(dir, 6) };
+        train(&on_device(&device), Arc::clone(&data), None, &never).unwrap();
+        train(&on_device(&again), Arc::clone(&data), None, &never).unwrap();
+        let (a, b) = (final_checkpoint(&host), final_checkpoint(&device));
+        for (x, y) in a.raw.iter().chain(&a.ema).zip(b.raw.iter().chain(&b.ema)) {
+            let scale = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (u, v) in x.iter().zip(y) {
+                assert!((u - v).abs() <= 1e-4 * scale.max(1e-3), "{u} vs {v}");
+            }
+        }
+        assert_eq!(final_checkpoint(&again), b);
+        for dir in [host, device, again] {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
+
+    /// The summary thread reads the weights while the next steps update them in place: what
+    /// it gets must be a copy.
+    #[test]
+    fn the_summarised_weights_are_a_copy_that_updates_do_not_reach() {
+        let net = crate::model::Net::new(Device::Cpu, 4);
+        let snapshot = weights_snapshot(&net).unwrap();
+        let before = tensors_to_values(&snapshot).unwrap();
+        assert_eq!(before, net.values().unwrap());
+        tch::no_grad(|| {
+            let _ = net.flat().shallow_clone().f_add_scalar_(1.0).unwrap();
+        });
+        assert_eq!(tensors_to_values(&snapshot).unwrap(), before);
+        assert_ne!(net.values().unwrap(), before);
     }
 
     #[test]

@@ -115,3 +115,42 @@ fn tensorboard_reads_the_trainers_losses_rates_precision_and_histograms() {
     assert_eq!(images[0], serde_json::json!([1, 24, 24]));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The histograms are built on the summary thread while training goes on, so they must come
+/// from a snapshot of their step: the weights histogram logged at step 6 has the min and max
+/// of the checkpoint of step 6, not of a later step's weights.
+#[test]
+fn weight_histograms_show_their_own_step_s_weights() {
+    tch::set_num_threads(2);
+    let dir = std::env::temp_dir().join(format!("tensorboard-snapshot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let sample = Records::read_file(repo("data/sample/test_batch.bin")).unwrap();
+    let config = TrainConfig {
+        max_steps: 12,
+        batch_size: BATCH,
+        devices: vec![Device::Cpu],
+        learning_rate: 0.1,
+        log_frequency: 0,
+        summary_every: 5,
+        checkpoint_every: 6,
+        seed: 5,
+        ..TrainConfig::new(&dir)
+    };
+    train(&config, Arc::new(sample), None, &AtomicBool::new(false)).unwrap();
+    let got = read_back(&dir);
+    let at_6 = train::checkpoint::Checkpoint::load(&dir.join(train::checkpoint::file_name(6))).unwrap();
+    for (index, tag) in [(0, "conv1.weight"), (4, "local3.weight")] {
+        let rows = got["histograms"][tag].as_array().unwrap_or_else(|| panic!("no histogram `{tag}`"));
+        let row = rows.iter().find(|r| r[0].as_u64() == Some(6)).unwrap_or_else(|| panic!("{tag} at step 6"));
+        let values = &at_6.raw[index];
+        let (min, max) = values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        // Equal up to the reader's last f64 bit; a step's update moves them by far more.
+        let (got_min, got_max) = (row[2].as_f64().unwrap(), row[3].as_f64().unwrap());
+        let same = |a: f64, b: f32| (a - f64::from(b)).abs() <= 1e-12 * f64::from(b).abs();
+        assert!(
+            same(got_min, min) && same(got_max, max),
+            "{tag}: logged {got_min}..{got_max}, checkpoint {min}..{max}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

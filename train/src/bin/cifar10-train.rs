@@ -66,7 +66,7 @@ struct TrainArgs {
     /// seed of the initial weights, input order and distortions
     #[argh(option, default = "0")]
     seed: u64,
-    /// comma-separated devices: cpu, cuda:0, cuda:1, ... (default: every CUDA device, else cpu)
+    /// comma-separated devices: cpu, cuda:0, cuda:1, ... (default: cuda:$LOCAL_RANK under a launcher, else every CUDA device, else cpu on a machine without GPUs; when the driver lists GPUs that libtorch cannot use, the run stops unless --devices cpu is given)
     #[argh(option)]
     devices: Option<String>,
     /// model replicas (towers) per device, each with its own batch
@@ -99,9 +99,12 @@ struct TrainArgs {
     /// steps between precision@1 evaluations on the test set (0: never)
     #[argh(option, default = "0")]
     eval_every: u64,
-    /// threads preparing input batches
-    #[argh(option, default = "1")]
-    input_workers: usize,
+    /// threads preparing input batches with --augment-on host (default: 1 for CPU towers; 2 per CUDA tower, at most the cores left after one per tower)
+    #[argh(option)]
+    input_workers: Option<usize>,
+    /// where the distortions run: `device` (batched tensor ops on the first tower's device, the training set held there; the default with a CUDA device) or `host` (input threads; the default on the CPU)
+    #[argh(option)]
+    augment_on: Option<String>,
     /// libtorch intra-op threads, 1 to 1024 (default: libtorch's choice)
     #[argh(option)]
     threads: Option<usize>,
@@ -200,10 +203,21 @@ fn run_train(args: TrainArgs) -> Result<(), TrainError> {
         train_records = train_records.head(n);
     }
     let test_records = if args.eval_every > 0 { Some(dataset.test()?) } else { None };
-    let devices = match &args.devices {
-        Some(list) => towers::parse_devices(list)?,
-        None => towers::default_devices(),
+    let devices = towers::choose_devices(&towers::DeviceFacts {
+        driver_gpus: towers::driver_gpu_count(),
+        libtorch_cuda: tch::Cuda::device_count(),
+        flag: args.devices.as_deref(),
+        local_rank: std::env::var("LOCAL_RANK").ok().and_then(|r| r.parse().ok()),
+    })?;
+    let chosen_by = if args.devices.is_some() { "--devices" } else { "default" };
+    let augment_on = match &args.augment_on {
+        Some(text) => train::augment::AugmentOn::parse(text)?,
+        None => train::augment::AugmentOn::default_for(&devices),
     };
+    let towers = devices.len() * args.towers;
+    let cuda_towers = devices.iter().filter(|d| d.is_cuda()).count() * args.towers;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let input_workers = args.input_workers.unwrap_or_else(|| config::default_input_workers(cores, towers, cuda_towers));
     let config = TrainConfig {
         train_dir: args.train_dir,
         max_steps: args.max_steps,
@@ -221,30 +235,42 @@ fn run_train(args: TrainArgs) -> Result<(), TrainError> {
         resume: args.resume,
         summary_every: args.summary_every,
         eval_every: args.eval_every,
-        input_workers: args.input_workers,
+        input_workers,
+        augment_on,
         deterministic_cudnn: args.deterministic_cudnn,
     };
+    let device_names: Vec<String> = config.devices.iter().map(|&d| towers::device_name(d)).collect();
     println!(
-        "training {} parameters on {} example(s) from {}, batch {} per tower x {} tower(s) ({} per device on {:?}) = {} examples per step, {} intra-op thread(s), into {}",
+        "training {} parameters on {} example(s) from {}, on devices {} ({chosen_by}; libtorch sees {} CUDA device(s)), \
+         {} tower(s) per device = {} tower(s), batch {} per tower = {} examples per step, {} intra-op thread(s), \
+         distortions on the {}, into {}",
         model_format::PARAM_COUNT,
         train_records.len(),
         dataset.dir.display(),
-        config.batch_size,
-        config.tower_count(),
+        device_names.join(","),
+        tch::Cuda::device_count(),
         config.towers_per_device,
-        config.devices,
+        config.tower_count(),
+        config.batch_size,
         config.global_batch(),
         tch::get_num_threads(),
+        match config.augment_on {
+            train::augment::AugmentOn::Device => "device".to_string(),
+            train::augment::AugmentOn::Host => format!("host ({} input thread(s))", config.input_workers),
+        },
         config.train_dir.display()
     );
     let outcome = trainer::train(&config, Arc::new(train_records), test_records.as_ref(), &STOP)?;
     println!(
-        "{} at step {}: {:.2} steps/sec, {:.1} examples/sec over this run, {:.2}% of the time waiting for input; checkpoint {}",
+        "{} at step {}: {:.2} steps/sec, {:.1} examples/sec over this run, {:.2}% of the time waiting for input, \
+         summaries {:.2}% of the time on the training thread and {:.2}% on their own thread; checkpoint {}",
         if outcome.interrupted { "stopped" } else { "done" },
         outcome.step,
         outcome.steps_per_sec,
         outcome.examples_per_sec,
         100.0 * outcome.input_wait,
+        100.0 * outcome.summary_share,
+        100.0 * outcome.summary_thread_share,
         outcome.checkpoint.display()
     );
     Ok(())
