@@ -32,30 +32,31 @@ pub struct EvalArgs {
     /// print one JSON object instead of tables
     #[argh(switch)]
     json: bool,
-    /// threads per batch (default: all cores)
-    #[argh(option, default = "backend::default_threads()")]
+    /// threads per batch, 1 to 256 (default: all cores, at most 256)
+    #[argh(option, default = "backend::default_threads().min(infer::error::MAX_THREADS)")]
     threads: usize,
     /// images per engine call (default 128)
     #[argh(option, default = "128")]
     batch_size: usize,
     /// also draw the confusion matrix and per-class accuracy into this file: PNG, or SVG when
-    /// the name ends in .svg (replaced atomically; never the model file or a non-regular file)
+    /// the name ends in .svg (replaced atomically; never an input, a link or a non-regular file)
     #[argh(option)]
     plot: Option<PathBuf>,
 }
 
 pub fn run(mut args: EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    if args.batch_size == 0 || args.threads == 0 {
-        return Err("--batch-size and --threads must be at least 1".into());
+    if args.batch_size == 0 {
+        return Err("--batch-size must be at least 1".into());
     }
+    infer::error::check_threads("--threads", args.threads)?;
+    let dataset = Dataset::locate(args.data_dir.as_deref())?;
     if let Some(path) = &args.plot {
         // Before minutes of work, not after.
-        plot::check_output(path, &args.model)?;
+        plot::check_output(path, &as_paths(&inputs(&args, &dataset)))?;
     }
     let classifier = backend::open_classifier(&args.backend, &args.model, args.threads)?;
     // Report the engine's own name (`cpu`), also when it was chosen by its old name.
     args.backend = classifier.engine().name().to_string();
-    let dataset = Dataset::locate(args.data_dir.as_deref())?;
     let records = dataset.test()?;
     let progress = Progress::new(Mode::for_stderr(), "evaluating", "images", records.len() as u64);
     let start = Instant::now();
@@ -71,12 +72,27 @@ pub fn run(mut args: EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     output::print(&text)?;
     if let Some(path) = &args.plot {
-        save_plot(&result, names, &args, path)?;
+        save_plot(&result, names, &args, path, &inputs(&args, &dataset))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn save_plot(result: &Evaluation, names: &[String], args: &EvalArgs, path: &Path) -> Result<(), plot::PlotError> {
+/// What `eval` reads: the model and the data folder's files.
+fn inputs(args: &EvalArgs, dataset: &Dataset) -> Vec<PathBuf> {
+    std::iter::once(args.model.clone()).chain(dataset.files()).collect()
+}
+
+fn as_paths(paths: &[PathBuf]) -> Vec<&Path> {
+    paths.iter().map(PathBuf::as_path).collect()
+}
+
+fn save_plot(
+    result: &Evaluation,
+    names: &[String],
+    args: &EvalArgs,
+    path: &Path,
+    inputs: &[PathBuf],
+) -> Result<(), plot::PlotError> {
     let model = args.model.file_name().map_or_else(|| args.model.display().to_string(), |n| n.to_string_lossy().into());
     let title = format!(
         "{model} on CIFAR-10 test images: precision@1 {:.4} ({}/{})",
@@ -85,7 +101,7 @@ fn save_plot(result: &Evaluation, names: &[String], args: &EvalArgs, path: &Path
         result.total()
     );
     let chart = ConfusionChart { confusion: &result.confusion, class_names: names, title };
-    plot::save(&chart, path, &args.model)?;
+    plot::save(&chart, path, &as_paths(inputs))?;
     eprintln!("wrote {}", path.display());
     Ok(())
 }

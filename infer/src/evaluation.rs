@@ -46,7 +46,8 @@ fn ratio(a: usize, b: usize) -> f64 {
 }
 
 /// Runs `engine` over every record in batches of `batch_size`, calling `progress` with the
-/// number of images done after each batch.
+/// number of images done after each batch. Logits that are not finite are an
+/// [`InferError::NonFinite`] naming the record, as everywhere else.
 ///
 /// ```
 /// let engine = infer::cpu::CpuEngine::new(&infer::random_weights(0), 1)?;
@@ -75,6 +76,9 @@ pub fn evaluate(
             preprocess(records.image(start + i), slot);
         }
         engine.logits_flat(&input[..n * INPUT_LEN], n, &mut logits[..n * NUM_CLASSES])?;
+        // A diverged model is an error naming the image, never a score: argmax over
+        // infinities or NaNs would count arbitrary classes as answers.
+        InferError::check_finite_logits(&logits[..n * NUM_CLASSES]).map_err(|e| e.for_image_after(start))?;
         for (i, row) in logits[..n * NUM_CLASSES].chunks_exact(NUM_CLASSES).enumerate() {
             confusion[records.label(start + i) as usize][argmax(row)] += 1;
         }

@@ -115,9 +115,11 @@ pub const MAX_LARGE_BODIES: Bound = Bound { field: "max_large_bodies", flag: "--
 /// batch would time out.
 pub const MAX_WAIT_MS: Bound = Bound { field: "max_wait", flag: "--max-wait-ms", min: 0, max: 60_000 };
 /// `engine_workers`.
-pub const ENGINE_WORKERS: Bound = Bound { field: "engine_workers", flag: "--workers", min: 1, max: 1024 };
+pub const ENGINE_WORKERS: Bound =
+    Bound { field: "engine_workers", flag: "--workers", min: 1, max: infer::error::MAX_THREADS as u64 };
 /// `http_threads`.
-pub const HTTP_THREADS: Bound = Bound { field: "http_threads", flag: "--http-threads", min: 1, max: 1024 };
+pub const HTTP_THREADS: Bound =
+    Bound { field: "http_threads", flag: "--http-threads", min: 1, max: infer::error::MAX_THREADS as u64 };
 
 impl Limits {
     /// Checks every limit against its [`Bound`] and the limits against each other.
