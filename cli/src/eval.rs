@@ -49,14 +49,14 @@ pub fn run(mut args: EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         return Err("--batch-size must be at least 1".into());
     }
     infer::error::check_threads("--threads", args.threads)?;
-    let dataset = Dataset::locate(args.data_dir.as_deref())?;
-    if let Some(path) = &args.plot {
-        // Before minutes of work, not after.
-        plot::check_output(path, &as_paths(&inputs(&args, &dataset)))?;
-    }
     let classifier = backend::open_classifier(&args.backend, &args.model, args.threads)?;
     // Report the engine's own name (`cpu`), also when it was chosen by its old name.
     args.backend = classifier.engine().name().to_string();
+    let dataset = Dataset::locate(args.data_dir.as_deref())?;
+    if let Some(path) = &args.plot {
+        // Before minutes of work, not after; the data folder's files are inputs too.
+        plot::check_output(path, &as_paths(&inputs(&args, &dataset)))?;
+    }
     let records = dataset.test()?;
     let progress = Progress::new(Mode::for_stderr(), "evaluating", "images", records.len() as u64);
     let start = Instant::now();

@@ -138,3 +138,45 @@ fn classify_plot_over_the_image_it_classifies_is_refused() {
     );
     assert_eq!(std::fs::read(&fixture.image).unwrap(), before);
 }
+
+#[test]
+fn thread_counts_over_the_bound_and_fifo_images_are_refused_at_once() {
+    let fixture = Fixture::new("limits");
+    let started = std::time::Instant::now();
+    let eval = cifar10()
+        .args(["eval", "--threads", "3000", "--model"])
+        .arg(&fixture.model)
+        .arg("--data-dir")
+        .arg(&fixture.data)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&eval.stderr).contains("--threads is 3000, expected 1 to 256"), "{eval:?}");
+    let classify = cifar10().args(["classify", "--threads", "0", "--model"]).arg(&fixture.model).arg(&fixture.image).output().unwrap();
+    assert!(String::from_utf8_lossy(&classify.stderr).contains("--threads is 0, expected 1 to 256"), "{classify:?}");
+    let serve = cifar10().args(["serve", "--workers", "64", "--threads", "8", "--model"]).arg(&fixture.model).output().unwrap();
+    let stderr = String::from_utf8_lossy(&serve.stderr);
+    assert!(stderr.contains("--workers 64 × --threads 8 is 512 engine threads, more than the limit of 256"), "{stderr}");
+    let name = cifar10().args(["serve", "--name", "a/b", "--model"]).arg(&fixture.model).output().unwrap();
+    assert!(String::from_utf8_lossy(&name.stderr).contains("--name \"a/b\""), "{name:?}");
+    // A FIFO named like an image is refused without waiting for a writer.
+    let fifo = fixture.dir.join("fifo.png");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let mut child = cifar10()
+        .args(["classify", "--model"])
+        .arg(&fixture.model)
+        .arg(&fifo)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("classify blocked on a FIFO");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is a FIFO, not a regular file"), "{output:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}
