@@ -43,23 +43,35 @@ impl Fixture {
 
     /// Every output flag of every command, with every input that command reads.
     fn commands(&self) -> Vec<(&'static str, Vec<PathBuf>, Vec<PathBuf>)> {
-        let data_files: Vec<PathBuf> = std::fs::read_dir(&self.data)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.is_file())
-            .collect();
+        let data_files: Vec<PathBuf> =
+            std::fs::read_dir(&self.data).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
         let with_data = |mut inputs: Vec<PathBuf>| {
             inputs.extend(data_files.iter().cloned());
             inputs
         };
         let d = |flag: &str, path: &Path| vec![PathBuf::from(flag), path.to_path_buf()];
         vec![
-            ("--plot", [d("eval", Path::new("")), d("--model", &self.model), d("--data-dir", &self.data)].concat(),
-             with_data(vec![self.model.clone()])),
-            ("--plot", [d("classify", Path::new("")), d("--model", &self.model), vec![self.image.clone()]].concat(),
-             vec![self.model.clone(), self.image.clone()]),
-            ("--out", [d("quantize", Path::new("")), d("--model", &self.model), d("--data-dir", &self.data), d("--calibration-images", Path::new("20"))].concat(),
-             with_data(vec![self.model.clone()])),
+            (
+                "--plot",
+                [d("eval", Path::new("")), d("--model", &self.model), d("--data-dir", &self.data)].concat(),
+                with_data(vec![self.model.clone()]),
+            ),
+            (
+                "--plot",
+                [d("classify", Path::new("")), d("--model", &self.model), vec![self.image.clone()]].concat(),
+                vec![self.model.clone(), self.image.clone()],
+            ),
+            (
+                "--out",
+                [
+                    d("quantize", Path::new("")),
+                    d("--model", &self.model),
+                    d("--data-dir", &self.data),
+                    d("--calibration-images", Path::new("20")),
+                ]
+                .concat(),
+                with_data(vec![self.model.clone()]),
+            ),
             ("--out", [d("export-onnx", Path::new("")), d("--model", &self.model)].concat(), vec![self.model.clone()]),
         ]
     }
@@ -105,7 +117,11 @@ fn every_output_flag_refuses_every_input_of_its_command_through_links_too() {
                     stderr.contains("is the same file as the input") || stderr.contains("is a symbolic link"),
                     "{what}: {stderr}"
                 );
-                assert!(run.stdout.is_empty(), "{what} worked before refusing: {}", String::from_utf8_lossy(&run.stdout));
+                assert!(
+                    run.stdout.is_empty(),
+                    "{what} worked before refusing: {}",
+                    String::from_utf8_lossy(&run.stdout)
+                );
                 assert_eq!(std::fs::read(input).unwrap(), before, "{what} changed {}", input.display());
                 tried += 1;
             }
@@ -151,11 +167,20 @@ fn thread_counts_over_the_bound_and_fifo_images_are_refused_at_once() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&eval.stderr).contains("--threads is 3000, expected 1 to 256"), "{eval:?}");
-    let classify = cifar10().args(["classify", "--threads", "0", "--model"]).arg(&fixture.model).arg(&fixture.image).output().unwrap();
+    let classify = cifar10()
+        .args(["classify", "--threads", "0", "--model"])
+        .arg(&fixture.model)
+        .arg(&fixture.image)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&classify.stderr).contains("--threads is 0, expected 1 to 256"), "{classify:?}");
-    let serve = cifar10().args(["serve", "--workers", "64", "--threads", "8", "--model"]).arg(&fixture.model).output().unwrap();
+    let serve =
+        cifar10().args(["serve", "--workers", "64", "--threads", "8", "--model"]).arg(&fixture.model).output().unwrap();
     let stderr = String::from_utf8_lossy(&serve.stderr);
-    assert!(stderr.contains("--workers 64 × --threads 8 is 512 engine threads, more than the limit of 256"), "{stderr}");
+    assert!(
+        stderr.contains("--workers 64 × --threads 8 is 512 engine threads, more than the limit of 256"),
+        "{stderr}"
+    );
     let name = cifar10().args(["serve", "--name", "a/b", "--model"]).arg(&fixture.model).output().unwrap();
     assert!(String::from_utf8_lossy(&name.stderr).contains("--name \"a/b\""), "{name:?}");
     // A FIFO named like an image is refused without waiting for a writer.

@@ -147,7 +147,9 @@ impl Classifier {
             }
         }
         InferError::check_input_values(inputs)?;
-        for (c, (inputs, logits)) in inputs.chunks(CHUNK * INPUT_LEN).zip(logits.chunks_mut(CHUNK * NUM_CLASSES)).enumerate() {
+        for (c, (inputs, logits)) in
+            inputs.chunks(CHUNK * INPUT_LEN).zip(logits.chunks_mut(CHUNK * NUM_CLASSES)).enumerate()
+        {
             self.engine.logits_flat(inputs, inputs.len() / INPUT_LEN, logits)?;
             // One rule for every backend: non-finite logits are an error, never a prediction.
             InferError::check_finite_logits(logits).map_err(|e| e.for_image_after(c * CHUNK))?;

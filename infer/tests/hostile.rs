@@ -11,6 +11,14 @@ use model_format::quantized::{ActivationQuant, QuantizedWeights};
 use model_format::{Weights, WeightsError};
 use ndarray::Array4;
 
+/// The error of a constructor that must refuse (engines are not `Debug`, so no `expect_err`).
+fn refused<T>(result: Result<T, InferError>) -> InferError {
+    match result {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e,
+    }
+}
+
 fn classifier() -> Classifier {
     Classifier::from_bytes(&random_weights(4).to_bytes().unwrap()).unwrap()
 }
@@ -20,7 +28,12 @@ fn logits_refuse_nan_infinite_and_huge_inputs_naming_the_value() {
     let classifier = classifier();
     let mut x = Array4::<f32>::zeros((3, 3, 24, 24));
     assert!(classifier.logits(x.view()).is_ok());
-    for (bad, words) in [(f32::NAN, "NaN, not finite"), (f32::INFINITY, "inf, not finite"), (-f32::INFINITY, "-inf, not finite"), (1e30, "1e30, outside")] {
+    for (bad, words) in [
+        (f32::NAN, "NaN, not finite"),
+        (f32::INFINITY, "inf, not finite"),
+        (-f32::INFINITY, "-inf, not finite"),
+        (1e30, "1e30, outside"),
+    ] {
         x[[2, 1, 0, 5]] = bad;
         let err = classifier.logits(x.view()).unwrap_err();
         let index = 2 * INPUT_LEN + 24 * 24 + 5;
@@ -68,7 +81,7 @@ fn with_first_weight(tensor: usize, value: f32) -> Weights {
 #[test]
 fn a_weight_of_1e30_is_refused_when_the_engine_is_built() {
     for tensor in [0, 2, 4, 6, 8] {
-        let err = CpuEngine::new(&with_first_weight(tensor, 1e30), 1).err().expect("refused");
+        let err = refused(CpuEngine::new(&with_first_weight(tensor, 1e30), 1));
         assert!(matches!(err, InferError::Weights(WeightsError::Overflow { .. })), "tensor {tensor}: {err}");
         assert!(err.to_string().contains("could overflow"), "{err}");
     }
@@ -77,14 +90,14 @@ fn a_weight_of_1e30_is_refused_when_the_engine_is_built() {
 #[test]
 fn int8_scales_of_1e30_are_refused_when_the_engine_is_built() {
     let model = QuantizedWeights::uniform(1e30, ActivationQuant { scale: 1e30, zero_point: 0 });
-    let err = CpuEngine::new_int8(&model, 1).err().expect("refused");
+    let err = refused(CpuEngine::new_int8(&model, 1));
     assert!(matches!(err, InferError::Weights(WeightsError::Overflow { layer: "conv1", .. })), "{err}");
 }
 
 #[test]
 fn thread_counts_above_the_bound_are_refused() {
     let weights = random_weights(1);
-    let err = CpuEngine::new(&weights, 3000).err().expect("refused");
+    let err = refused(CpuEngine::new(&weights, 3000));
     assert_eq!(err.to_string(), "threads is 3000, expected 1 to 256");
     assert!(CpuEngine::new(&weights, infer::error::MAX_THREADS + 1).is_err());
     assert!(CpuEngine::new(&weights, 2).is_ok());
@@ -115,11 +128,11 @@ fn a_fifo_is_refused_as_an_image_at_once() {
 #[test]
 fn onnx_runtime_refuses_the_same_overflowing_models() {
     use infer::onnx::OnnxEngine;
-    let err = OnnxEngine::from_weights(&with_first_weight(2, 1e30), 1).err().expect("refused");
+    let err = refused(OnnxEngine::from_weights(&with_first_weight(2, 1e30), 1));
     assert!(matches!(err, InferError::Weights(WeightsError::Overflow { .. })), "{err}");
     let int8 = QuantizedWeights::uniform(1e30, ActivationQuant { scale: 1e30, zero_point: 0 });
-    let err = OnnxEngine::from_model(&model_format::Model::Int8(int8), 1).err().expect("refused");
+    let err = refused(OnnxEngine::from_model(&model_format::Model::Int8(int8), 1));
     assert!(matches!(err, InferError::Weights(WeightsError::Overflow { .. })), "{err}");
-    let err = OnnxEngine::from_weights(&random_weights(1), 3000).err().expect("refused");
+    let err = refused(OnnxEngine::from_weights(&random_weights(1), 3000));
     assert_eq!(err.to_string(), "threads is 3000, expected 1 to 256");
 }

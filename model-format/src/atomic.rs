@@ -307,7 +307,15 @@ mod tests {
         let ours = temp_path_for(Path::new("dir/model.v1.safetensors"));
         let name = ours.file_name().unwrap().to_str().unwrap();
         assert_eq!(temp_writer(name), Some(std::process::id()));
-        for other in [".model.tmp", "model.1.2.tmp", ".model.x.2.tmp", "..1.2.tmp", ".model.1.2.tmpx", ".m.1.-2.tmp", ".m.1.2G.tmp"] {
+        for other in [
+            ".model.tmp",
+            "model.1.2.tmp",
+            ".model.x.2.tmp",
+            "..1.2.tmp",
+            ".model.1.2.tmpx",
+            ".m.1.-2.tmp",
+            ".m.1.2G.tmp",
+        ] {
             assert_eq!(temp_writer(other), None, "{other}");
         }
     }

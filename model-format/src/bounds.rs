@@ -78,13 +78,13 @@ fn walk(model: Net, input_bound: f32) -> Result<f64, WeightsError> {
             Layer::Relu | Layer::MaxPool(_) | Layer::Flatten => bound,
             Layer::Lrn(lrn) => {
                 let squares = lrn.window() as f64 * bound * bound;
-                if !(squares <= LIMIT) {
+                if !within_limit(squares) {
                     return Err(overflow(name, squares));
                 }
                 bound / f64::from(lrn.bias).powf(f64::from(lrn.beta))
             }
         };
-        if !(bound <= LIMIT) {
+        if !within_limit(bound) {
             return Err(overflow(name, bound));
         }
         largest = largest.max(bound);
@@ -124,6 +124,11 @@ fn int8_layer(model: &QuantizedWeights, name: &'static str, weight: usize) -> Re
         bound = bound.max(255.0 * row as f64 * f64::from(product) + f64::from(b.abs()));
     }
     Ok(bound)
+}
+
+/// Finite and at most [`LIMIT`] (NaN, from an infinite weight sum, is not).
+fn within_limit(bound: f64) -> bool {
+    bound.is_finite() && bound <= LIMIT
 }
 
 fn overflow(layer: &'static str, bound: f64) -> WeightsError {

@@ -152,9 +152,6 @@ async fn gather(mut body: Body, length: Option<u64>, admission: &Admission) -> R
 fn stalled(timeout: Duration) -> ApiError {
     ApiError {
         status: StatusCode::REQUEST_TIMEOUT,
-        message: format!(
-            "the request body stalled: no bytes for {} ms (--header-timeout-ms)",
-            timeout.as_millis()
-        ),
+        message: format!("the request body stalled: no bytes for {} ms (--header-timeout-ms)", timeout.as_millis()),
     }
 }

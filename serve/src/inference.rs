@@ -9,8 +9,7 @@ use super::api_error::ApiError;
 use super::binary::{binary_size, f32_bytes, f32_from_bytes, i64_bytes, split_body, BinaryReader};
 use super::protocol::{
     output_spec, Datatype, InferRequest, InferResponse, InputSpec, RequestInput, RequestOutput, ResponseOutput,
-    TensorData, INPUT_SPECS, LABEL_OUTPUT, LOGITS_OUTPUT, MODEL_VERSION, OUTPUTS,
-    PROBABILITIES_OUTPUT,
+    TensorData, INPUT_SPECS, LABEL_OUTPUT, LOGITS_OUTPUT, MODEL_VERSION, OUTPUTS, PROBABILITIES_OUTPUT,
 };
 use super::request_json::{with_value_cap, Param, Parameters, TensorValues};
 use infer::prediction::{argmax, ranked, softmax};

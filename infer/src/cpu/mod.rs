@@ -67,8 +67,8 @@ use model_format::{Model, QuantizedWeights, Weights};
 use ndarray::{ArrayView4, ArrayViewMut2};
 
 use crate::engine::{check_input, check_output, Engine};
-use crate::error::MAX_INPUT_MAGNITUDE;
 use crate::error::InferError;
+use crate::error::MAX_INPUT_MAGNITUDE;
 #[doc(hidden)]
 pub use gemm::ProductBench;
 use int8::Int8Plan;
