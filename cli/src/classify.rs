@@ -29,7 +29,7 @@ pub struct ClassifyArgs {
     /// how many classes to list per image, 1 to 10 (default 3)
     #[argh(option, default = "3")]
     top: usize,
-    /// threads per batch (default 1)
+    /// threads per batch, 1 to 256 (default 1)
     #[argh(option, default = "1")]
     threads: usize,
     /// print JSON (one object per line) instead of text
@@ -61,10 +61,11 @@ pub fn run(args: ClassifyArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if !(1..=NUM_CLASSES).contains(&args.top) {
         return Err(format!("--top must be between 1 and {NUM_CLASSES}, got {}", args.top).into());
     }
+    infer::error::check_threads("--threads", args.threads)?;
     if let Some(path) = &args.plot {
         check_plot_args(&args, path)?;
     }
-    let classifier = backend::open_classifier(&args.backend, &args.model, args.threads.max(1))?;
+    let classifier = backend::open_classifier(&args.backend, &args.model, args.threads)?;
     if let Some(path) = &args.plot {
         return plot_one(&classifier, &args, path);
     }
@@ -87,7 +88,7 @@ pub fn run(args: ClassifyArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
 /// `--plot` draws one image: refuse anything else before loading the model.
 fn check_plot_args(args: &ClassifyArgs, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     match args.files.as_slice() {
-        [file] if !is_records_file(file) => Ok(plot::check_output(path, &args.model).map(|_| ())?),
+        [file] if !is_records_file(file) => Ok(plot::check_output(path, &[&args.model, file]).map(|_| ())?),
         _ => Err("--plot draws one image: give exactly one PNG or JPEG file (not a .bin record file)".into()),
     }
 }
@@ -107,7 +108,7 @@ fn plot_one(classifier: &Classifier, args: &ClassifyArgs, path: &Path) -> Result
         file.file_name().map_or(item.name.clone(), |n| n.to_string_lossy().into()),
         item.prediction.label
     );
-    plot::save(&TopKChart { image_hwc: &hwc, ranked, title }, path, &args.model)?;
+    plot::save(&TopKChart { image_hwc: &hwc, ranked, title }, path, &[&args.model, file])?;
     eprintln!("wrote {}", path.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -48,14 +48,14 @@ pub struct EvalArgs {
     /// print one JSON object instead of tables
     #[argh(switch)]
     json: bool,
-    /// threads per batch (default: all cores)
-    #[argh(option, default = "backend::default_threads()")]
+    /// threads per batch, 1 to 256 (default: all cores, at most 256)
+    #[argh(option, default = "backend::default_threads().min(infer::error::MAX_THREADS)")]
     threads: usize,
     /// images per engine call (default 128)
     #[argh(option, default = "128")]
     batch_size: usize,
     /// also draw the confusion matrix and per-class accuracy into this file: PNG, or SVG when
-    /// the name ends in .svg (replaced atomically; never an input or a non-regular file)
+    /// the name ends in .svg (replaced atomically; never an input, a link or a non-regular file)
     #[argh(option)]
     plot: Option<PathBuf>,
     /// gate: fail when precision@1 is below this (0-1)
@@ -103,7 +103,6 @@ struct Outcome {
 
 pub fn run(mut args: EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let gates = check_flags(&args)?;
-    check_outputs(&args)?;
     let backends = backend_names(&args.backend)?;
     let classifiers = backends
         .iter()
@@ -116,7 +115,13 @@ pub fn run(mut args: EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         None => None,
     };
     let strict = gates.any() || args.junit.is_some() || args.summary.is_some();
-    let TestImages { mut records, source } = eval_data::open(args.data_dir.as_deref(), strict)?;
+    let TestImages { mut records, source, files } = eval_data::open(args.data_dir.as_deref(), strict)?;
+    // Before minutes of work, not after; the data folder's files are inputs too.
+    let mut inputs = vec![args.model.clone()];
+    inputs.extend(args.baseline.iter().cloned());
+    inputs.extend(files);
+    let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    check_outputs(&args, &inputs)?;
     if let Some(n) = args.limit {
         records = balanced_subset(&records, n).map_err(|e| format!("--limit: {e}"))?;
     }
@@ -130,7 +135,7 @@ pub fn run(mut args: EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     output::print(&text)?;
     if let Some(path) = &args.plot {
-        save_plot(&outcome.result, names, &args, &source, path)?;
+        save_plot(&outcome.result, names, &args, &source, path, &inputs)?;
     }
     write_reports(&outcome, names, &args, &source)?;
     for gate in outcome.gates.iter().filter(|g| !g.passed) {
@@ -141,9 +146,10 @@ pub fn run(mut args: EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
 
 /// The gates, after checking every flag's range and that the flags a gate needs are there.
 fn check_flags(args: &EvalArgs) -> Result<Gates, String> {
-    if args.batch_size == 0 || args.threads == 0 {
-        return Err("--batch-size and --threads must be at least 1".into());
+    if args.batch_size == 0 {
+        return Err("--batch-size must be at least 1".into());
     }
+    infer::error::check_threads("--threads", args.threads).map_err(|e| e.to_string())?;
     let fraction = |flag: &str, value: Option<f64>| match value {
         Some(v) if !(0.0..=1.0).contains(&v) => Err(format!("--{flag} {v} is outside 0-1")),
         _ => Ok(value),
@@ -178,18 +184,18 @@ fn backend_names(list: &str) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-/// Before minutes of work, not after: every file eval writes may be written.
-fn check_outputs(args: &EvalArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let mut inputs = vec![args.model.as_path()];
-    inputs.extend(args.baseline.as_deref());
+/// Every file eval writes may be written: not an input, not a link or folder, and no two
+/// reports in one file.
+fn check_outputs(args: &EvalArgs, inputs: &[&Path]) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(path) = &args.plot {
-        plot::check_output(path, &args.model)?;
+        plot::check_output(path, inputs)?;
     }
     let reports = [("--junit", &args.junit), ("--summary", &args.summary), ("--plot", &args.plot)];
     let outputs: Vec<(&str, &Path)> = reports.iter().filter_map(|(flag, p)| Some((*flag, p.as_deref()?))).collect();
     for (i, (flag, path)) in outputs.iter().enumerate() {
-        cifar10_cli::output_path::check(flag, path, &inputs)?;
-        if let Some((other, _)) = outputs[..i].iter().find(|(_, p)| cifar10_cli::output_path::same_file(p, path)) {
+        model_format::atomic::check_output(flag, path, inputs)?;
+        let same = |other: &Path| other == *path || model_format::atomic::check_not_an_input(path, &[other]).is_err();
+        if let Some((other, _)) = outputs[..i].iter().find(|(_, other)| same(other)) {
             return Err(format!("{flag} {} is also {other}: give each report its own file", path.display()).into());
         }
     }
@@ -270,6 +276,7 @@ fn save_plot(
     args: &EvalArgs,
     source: &Source,
     path: &Path,
+    inputs: &[&Path],
 ) -> Result<(), plot::PlotError> {
     let images = match source {
         Source::Folder(_) => "CIFAR-10 test images",
@@ -283,7 +290,7 @@ fn save_plot(
         result.total()
     );
     let chart = ConfusionChart { confusion: &result.confusion, class_names: names, title };
-    plot::save(&chart, path, &args.model)?;
+    plot::save(&chart, path, inputs)?;
     eprintln!("wrote {}", path.display());
     Ok(())
 }

@@ -29,10 +29,12 @@ impl Source {
     }
 }
 
-/// The images and where they came from.
+/// The images, where they came from, and the files read for them (inputs no output may
+/// replace).
 pub struct TestImages {
     pub records: Records,
     pub source: Source,
+    pub files: Vec<PathBuf>,
 }
 
 /// Opens the test images for `eval`. Missing data falls back to the bundled sample only when
@@ -43,7 +45,7 @@ pub fn open(flag: Option<&Path>, strict: bool) -> Result<TestImages, DataError> 
     match resolve_data_dir(flag) {
         Some(dir) => {
             let dataset = Dataset::open(&dir)?;
-            Ok(TestImages { records: dataset.test()?, source: Source::Folder(dataset.dir) })
+            Ok(TestImages { records: dataset.test()?, files: dataset.files(), source: Source::Folder(dataset.dir) })
         }
         None if asked_for_data => Err(DataError::NoDataDir),
         None => {
@@ -51,7 +53,7 @@ pub fn open(flag: Option<&Path>, strict: bool) -> Result<TestImages, DataError> 
                 "eval: no CIFAR-10 data folder found, so this counts the {BUNDLED_SAMPLE_NAME}; for the full \
                  10,000, run `{FETCH_COMMAND}` (or pass --data-dir)"
             );
-            Ok(TestImages { records: bundled_sample(), source: Source::BundledSample })
+            Ok(TestImages { records: bundled_sample(), source: Source::BundledSample, files: Vec::new() })
         }
     }
 }

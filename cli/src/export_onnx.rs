@@ -14,14 +14,14 @@ pub struct ExportOnnxArgs {
     /// model file (.safetensors), float or int8 (exported as a QDQ graph)
     #[argh(option)]
     model: PathBuf,
-    /// ONNX file to write (replaced atomically if it exists)
+    /// ONNX file to write (replaced atomically; never the model, a link or a non-regular file)
     #[argh(option)]
     out: PathBuf,
 }
 
 pub fn run(args: ExportOnnxArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // Refused before any work: writing the ONNX file over the weights would destroy them.
-    model_format::atomic::check_not_an_input(&args.out, &[&args.model])?;
+    model_format::atomic::check_output("--out", &args.out, &[&args.model])?;
     let model = Model::load(&args.model)?;
     onnx::save_model(&model, &args.out)?;
     println!(

@@ -3,7 +3,7 @@
 //!
 //! Text is drawn with DejaVu Sans compiled into the binary (plotters' `ab_glyph` feature), so
 //! a chart needs no system fonts or fontconfig. Files are written atomically, and never over
-//! the model file or anything that is not a regular file.
+//! an input of the command, a link or anything that is not a regular file.
 //!
 //! ```
 //! use cifar10_cli::plot::{render, ConfusionChart, Format};
@@ -37,10 +37,9 @@ static REGISTER_FONT: Once = Once::new();
 pub enum PlotError {
     /// The file name ends in neither `.png` nor `.svg`.
     Format { path: PathBuf },
-    /// The path is a folder, a link, a device or another non-regular file.
-    NotRegular { path: PathBuf },
-    /// The path is the model file itself.
-    IsModel { path: PathBuf },
+    /// The path may not be written: an input of the command, a link, a folder, a device…
+    /// (`model_format::atomic::check_output`; the message names `--plot` and the path).
+    Refused(io::Error),
     /// Drawing failed (a plotters error).
     Draw(String),
     /// Writing the file failed.
@@ -53,14 +52,7 @@ impl fmt::Display for PlotError {
             PlotError::Format { path } => {
                 write!(f, "--plot {}: the file name must end in .png or .svg", path.display())
             }
-            PlotError::NotRegular { path } => write!(
-                f,
-                "--plot {}: exists and is not a regular file (a folder, link or device); choose another path",
-                path.display()
-            ),
-            PlotError::IsModel { path } => {
-                write!(f, "--plot {}: this is the model file; choose another path", path.display())
-            }
+            PlotError::Refused(why) => write!(f, "{why}"),
             PlotError::Draw(why) => write!(f, "cannot draw the chart: {why}"),
             PlotError::Io { path, source } => write!(f, "--plot {}: {source}", path.display()),
         }
@@ -151,32 +143,20 @@ pub fn render(chart: &impl Chart, format: Format) -> Result<Vec<u8>, PlotError> 
     }
 }
 
-/// Checks, before any long work, that `path` may be written: a `.png` or `.svg` name, not the
-/// model file, and either absent or a regular file (a link, folder or device is refused
-/// rather than silently replaced).
-pub fn check_output(path: &Path, model: &Path) -> Result<Format, PlotError> {
-    let format = Format::for_path(path)?;
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if !meta.file_type().is_file() => return Err(PlotError::NotRegular { path: path.into() }),
-        Ok(_) if same_file(path, model) => return Err(PlotError::IsModel { path: path.into() }),
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(source) => return Err(PlotError::Io { path: path.into(), source }),
-    }
-    Ok(format)
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
+/// Checks, before any long work, that `path` may be written: a `.png` or `.svg` name, not
+/// one of the command's `inputs` (model, data files, images; same file through any link),
+/// and either absent or a regular file (a link, folder or device is refused rather than
+/// silently replaced): the rule of every output of every command.
+pub fn check_output(path: &Path, inputs: &[&Path]) -> Result<Format, PlotError> {
+    // The input check first: "this is your model" says more than "wrong extension".
+    model_format::atomic::check_output("--plot", path, inputs).map_err(PlotError::Refused)?;
+    Format::for_path(path)
 }
 
 /// Draws `chart` into `path` (PNG or SVG by its name), replacing it atomically, after the
 /// checks of [`check_output`].
-pub fn save(chart: &impl Chart, path: &Path, model: &Path) -> Result<(), PlotError> {
-    let format = check_output(path, model)?;
+pub fn save(chart: &impl Chart, path: &Path, inputs: &[&Path]) -> Result<(), PlotError> {
+    let format = check_output(path, inputs)?;
     let bytes = render(chart, format)?;
     model_format::atomic::write_file(path, &bytes).map_err(|source| PlotError::Io { path: path.into(), source })
 }

@@ -17,7 +17,8 @@ pub struct QuantizeArgs {
     /// float weights file (.safetensors)
     #[argh(option)]
     model: PathBuf,
-    /// int8 model file to write (replaced atomically; never the input or a non-regular file)
+    /// int8 model file to write (replaced atomically; never an input, a link or a non-regular
+    /// file)
     #[argh(option)]
     out: PathBuf,
     /// how many training images calibrate the activation ranges: the first N of
@@ -31,8 +32,7 @@ pub struct QuantizeArgs {
 
 pub fn run(args: QuantizeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // Refused before any work: the output must not replace the model it is made from.
-    model_format::atomic::check_not_an_input(&args.out, &[&args.model])?;
-    model_format::atomic::check_replaceable(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    model_format::atomic::check_output("--out", &args.out, &[&args.model])?;
     let weights = match Model::load(&args.model)? {
         Model::Float(weights) => weights,
         Model::Int8(_) => {
@@ -43,7 +43,11 @@ pub fn run(args: QuantizeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             .into())
         }
     };
+    // Nor any file of the data folder it calibrates on (checked again: the folder is known now).
     let dataset = Dataset::locate(args.data_dir.as_deref())?;
+    let inputs: Vec<PathBuf> = std::iter::once(args.model.clone()).chain(dataset.files()).collect();
+    let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
+    model_format::atomic::check_output("--out", &args.out, &inputs)?;
     let (images, description) = quantize::calibration_images(&dataset, args.calibration_images)?;
     let start = Instant::now();
     let int8 = quantize::quantize(&weights, &images, &description)?;

@@ -72,12 +72,22 @@ pub struct ServeArgs {
 }
 
 /// `--threads`: threads inside each engine run.
-const THREADS: Bound = Bound { field: "threads", flag: "--threads", min: 1, max: 1024 };
+const THREADS: Bound = Bound { field: "threads", flag: "--threads", min: 1, max: infer::error::MAX_THREADS as u64 };
 
 pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // Every flag is checked, against the server's own ranges, before the model is loaded.
     THREADS.check(args.threads as u64)?;
     let workers = args.workers.unwrap_or_else(|| (backend::default_threads() / args.threads).max(1));
+    // Every engine thread of the server together stays within the library's one bound.
+    if workers.saturating_mul(args.threads) > infer::error::MAX_THREADS {
+        return Err(format!(
+            "--workers {workers} × --threads {} is {} engine threads, more than the limit of {}",
+            args.threads,
+            workers.saturating_mul(args.threads),
+            infer::error::MAX_THREADS
+        )
+        .into());
+    }
     let mut config = config(&args, workers);
     config.validate()?;
     let model = Model::load(&args.model)?;

@@ -164,8 +164,8 @@ fn serve_flags_out_of_range_are_refused_naming_flag_and_range() {
     let cases: [(&[&str], &str); 5] = [
         (&["--max-queue", "0"], "--max-queue (max_queued_images) must be in 1..=1048576, got 0"),
         (&["--max-queue", "8"], "--max-queue (max_queued_images) must be at least --max-batch (max_batch), 64"),
-        (&["--workers", "0"], "--workers (engine_workers) must be in 1..=1024, got 0"),
-        (&["--threads", "0"], "--threads (threads) must be in 1..=1024, got 0"),
+        (&["--workers", "0"], "--workers (engine_workers) must be in 1..=256, got 0"),
+        (&["--threads", "0"], "--threads (threads) must be in 1..=256, got 0"),
         (
             &["--max-wait-ms", "40000"],
             "--max-wait-ms (max_wait) must be below --timeout-ms (request_timeout), 30000 ms",

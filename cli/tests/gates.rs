@@ -182,9 +182,11 @@ fn non_finite_logits_fail_the_run_instead_of_scoring() {
         }
     });
     let output = eval(&diverged, &["--min-precision", "0.05"]);
-    assert_ne!(status(&output), 0);
+    // Refused when loaded (the layers' worst case overflows f32); a model that slipped through
+    // would be refused by the evaluation at its first non-finite logit (infer's unit tests).
+    assert_eq!(status(&output), 2);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("not finite"), "{stderr}");
+    assert!(stderr.contains("could overflow") || stderr.contains("not finite"), "{stderr}");
     assert!(output.stdout.is_empty(), "no score is printed: {}", String::from_utf8_lossy(&output.stdout));
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -316,6 +318,6 @@ fn the_junit_report_reads_back_with_junitparser_and_the_summary_says_why() {
         .output()
         .unwrap();
     assert_eq!(status(&onto_model), 2);
-    assert!(String::from_utf8_lossy(&onto_model.stderr).contains("is the input"));
+    assert!(String::from_utf8_lossy(&onto_model.stderr).contains("is the same file as the input"));
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -158,7 +158,7 @@ fn plot_refuses_the_model_file_links_folders_and_other_names() {
     };
 
     let err = failed_with(&classify_plot(&model));
-    assert!(err.contains("is the model file"), "{err}");
+    assert!(err.contains("is the same file as the input"), "{err}");
     assert_eq!(std::fs::read(&model).unwrap(), before, "the model file was changed");
 
     let folder = dir.join("folder.png");
@@ -167,10 +167,18 @@ fn plot_refuses_the_model_file_links_folders_and_other_names() {
     assert!(err.contains("not a regular file"), "{err}");
     assert!(folder.is_dir());
 
+    // A link to the image classified is that input; a link to any other file is refused too.
     let link = dir.join("link.png");
     std::os::unix::fs::symlink(&png, &link).unwrap();
     let err = failed_with(&classify_plot(&link));
-    assert!(err.contains("not a regular file"), "{err}");
+    assert!(err.contains("is the same file as the input"), "{err}");
+    let other = dir.join("other.png");
+    std::fs::write(&other, b"not an input").unwrap();
+    let link = dir.join("link-to-other.png");
+    std::os::unix::fs::symlink(&other, &link).unwrap();
+    let err = failed_with(&classify_plot(&link));
+    assert!(err.contains("is a symbolic link"), "{err}");
+    assert_eq!(std::fs::read(&other).unwrap(), b"not an input");
     assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
 
     let err = failed_with(&classify_plot(&dir.join("chart.jpg")));

@@ -113,7 +113,10 @@ cifar10_status cifar10_top_k(cifar10_model model,
 // 24×24 crop of each image, planar, standardised per image as `(x − mean) /
 // max(stddev, 1/√1728)`.
 //
-// Errors: as for `cifar10_classify`.
+// Errors: as for `cifar10_classify`; `CIFAR10_ERR_INVALID_ARGUMENT` for an input value that
+// is NaN, infinite or beyond ±1e6 (preprocessed images lie within ±42); `CIFAR10_ERR_INTERNAL`
+// when the logits are not finite (the model overflowed). The last error names the value or
+// the image.
 //
 // # Safety
 // Each pointer must be valid for its stated length; the buffers must not overlap.

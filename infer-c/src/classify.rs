@@ -107,7 +107,10 @@ pub unsafe extern "C" fn cifar10_top_k(
 /// 24×24 crop of each image, planar, standardised per image as `(x − mean) /
 /// max(stddev, 1/√1728)`.
 ///
-/// Errors: as for `cifar10_classify`.
+/// Errors: as for `cifar10_classify`; `CIFAR10_ERR_INVALID_ARGUMENT` for an input value that
+/// is NaN, infinite or beyond ±1e6 (preprocessed images lie within ±42); `CIFAR10_ERR_INTERNAL`
+/// when the logits are not finite (the model overflowed). The last error names the value or
+/// the image.
 ///
 /// # Safety
 /// Each pointer must be valid for its stated length; the buffers must not overlap.
@@ -130,11 +133,9 @@ pub unsafe extern "C" fn cifar10_logits(
         // SAFETY: non-NULL (checked above) and valid for these lengths (the caller's contract).
         let inputs = unsafe { input(inputs, inputs_len, "inputs")? };
         let logits = unsafe { output(logits, logits_len, "logits")? };
-        let engine = model.classifier.engine();
-        for (inputs, logits) in inputs.chunks(CHUNK * INPUT_LEN).zip(logits.chunks_mut(CHUNK * NUM_CLASSES)) {
-            engine.logits_flat(inputs, inputs.len() / INPUT_LEN, logits)?;
-        }
-        Ok(())
+        // The library's checked path (inputs finite and within ±1e6, logits finite); it runs
+        // the engine in chunks itself.
+        Ok(model.classifier.logits_flat(inputs, n, logits)?)
     })
 }
 

@@ -62,6 +62,9 @@ pub const CIFAR10_MAX_BATCH: usize = 1048576;
 /// Largest `threads` a model may be opened with.
 pub const CIFAR10_MAX_THREADS: u32 = 256;
 
+// cbindgen writes the literal above into the header; this keeps it the library's one bound.
+const _: () = assert!(CIFAR10_MAX_THREADS as usize == infer::error::MAX_THREADS);
+
 // The header spells these as numbers; they must stay the model's.
 const _: () = assert!(CIFAR10_IMAGE_LEN == model_format::arch::IMAGE_LEN);
 const _: () = assert!(CIFAR10_INPUT_LEN == model_format::arch::INPUT_LEN);

@@ -77,7 +77,7 @@ pub unsafe extern "C" fn cifar10_open_bytes(
 /// `model` must be non-NULL and writable.
 unsafe fn open(file: ModelFile, threads: u32, model: *mut cifar10_model) -> Result<(), Failure> {
     let threads = match threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()).min(CIFAR10_MAX_THREADS as usize),
         t if t > CIFAR10_MAX_THREADS => {
             return Err(Failure::new(
                 CIFAR10_ERR_INVALID_ARGUMENT,

@@ -66,6 +66,7 @@ impl From<InferError> for Failure {
             InferError::Weights(w) => weights_status(w),
             InferError::EmptyBatch => CIFAR10_ERR_EMPTY_BATCH,
             InferError::Shape { .. } | InferError::Length { .. } => CIFAR10_ERR_BUFFER_LENGTH,
+            InferError::InputOutOfRange { .. } => CIFAR10_ERR_INVALID_ARGUMENT,
             _ => CIFAR10_ERR_INTERNAL,
         };
         Failure::new(status, e.to_string())

@@ -15,8 +15,8 @@ use crate::errors::{to_py, weights_to_py};
 /// What `classify` returns: classes `int64 [N]` and probabilities `float32 [N, 10]`.
 type Classified<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray2<f32>>);
 
-/// Largest `threads` accepted (as in the C library).
-const MAX_THREADS: usize = 256;
+/// Largest `threads` accepted: the library's one bound (as in the C library and the CLI).
+const MAX_THREADS: usize = infer::error::MAX_THREADS;
 
 /// A CIFAR-10 model, ready to classify.
 ///
@@ -62,7 +62,7 @@ impl Source {
 
 fn threads_or_default(threads: Option<usize>) -> PyResult<usize> {
     match threads {
-        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS)),
         Some(t) if (1..=MAX_THREADS).contains(&t) => Ok(t),
         Some(t) => Err(PyValueError::new_err(format!("threads is {t}, expected 1 to {MAX_THREADS} or None"))),
     }
@@ -99,7 +99,8 @@ impl Classifier {
     /// (the central 24x24 crop, channels first, standardised per image).
     fn logits<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let x = arrays::inputs(x)?;
-        let logits = py.detach(|| self.inner.engine().logits(x.view())).map_err(to_py)?;
+        // The library's checked path: inputs finite and within ±1e6, logits finite.
+        let logits = py.detach(|| self.inner.logits(x.view())).map_err(to_py)?;
         Ok(logits.into_pyarray(py))
     }
 

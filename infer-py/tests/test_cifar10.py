@@ -201,6 +201,18 @@ BAD_INPUTS = {
 }
 
 
+def _with_value(value):
+    x = np.zeros((2, 3, 24, 24), dtype=np.float32)
+    x[1, 0, 0, 7] = value
+    return x
+
+
+# The library's one input rule, as the server's 400: finite and within +-1e6.
+for _name, _value, _words in [("nan", np.nan, "NaN, not finite"), ("inf", np.inf, "inf, not finite"),
+                              ("-inf", -np.inf, "-inf, not finite"), ("1e30", 1e30, "1e30, outside")]:
+    BAD_INPUTS[_name] = (_with_value(_value), rf"input value 1735 \(image 1\) is {_words}")
+
+
 @pytest.mark.parametrize("name", BAD_INPUTS)
 def test_bad_logits_inputs_raise_value_error(model, name):
     x, message = BAD_INPUTS[name]

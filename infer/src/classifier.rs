@@ -9,10 +9,10 @@ use model_format::arch::{IMAGE_LEN, IMAGE_SIZE, INPUT_CHANNELS, INPUT_LEN, NUM_C
 use model_format::cifar::RECORD_LEN;
 use model_format::preprocess::{preprocess, preprocess_hwc};
 use model_format::{Model, Weights};
-use ndarray::ArrayView4;
+use ndarray::{Array2, ArrayView4};
 
 use crate::cpu::CpuEngine;
-use crate::engine::Engine;
+use crate::engine::{check_input, Engine};
 use crate::error::InferError;
 use crate::prediction::Prediction;
 
@@ -98,26 +98,63 @@ impl Classifier {
     }
 
     /// Classifies preprocessed inputs: `n × 3 × 24 × 24` floats (see
-    /// [`model_format::preprocess`]), `n ≥ 1`. Logits that are not finite (an input far
-    /// outside the range preprocessing gives) are an [`InferError::NonFinite`] on every backend.
+    /// [`model_format::preprocess`]), `n ≥ 1`, with the checks of [`Classifier::logits_flat`].
     pub fn classify_preprocessed(&self, inputs: &[f32]) -> Result<Vec<Prediction>, InferError> {
         let n = count(inputs.len(), INPUT_LEN, "preprocessed input")?;
-        let mut predictions = Vec::with_capacity(n);
-        let mut logits = vec![0f32; CHUNK.min(n) * NUM_CLASSES];
-        for chunk in inputs.chunks(CHUNK * INPUT_LEN) {
-            let batch = chunk.len() / INPUT_LEN;
-            let logits = &mut logits[..batch * NUM_CLASSES];
-            self.engine.logits_flat(chunk, batch, logits)?;
-            // One rule for every backend: non-finite logits are an error, never a prediction.
-            InferError::check_finite_logits(logits).map_err(|e| match e {
-                InferError::NonFinite { image, value } => {
-                    InferError::NonFinite { image: predictions.len() + image, value }
-                }
-                e => e,
-            })?;
-            predictions.extend(logits.chunks_exact(NUM_CLASSES).map(|row| self.prediction(row)));
+        let mut logits = vec![0f32; n * NUM_CLASSES];
+        self.logits_flat(inputs, n, &mut logits)?;
+        Ok(logits.chunks_exact(NUM_CLASSES).map(|row| self.prediction(row)).collect())
+    }
+
+    /// The logits `[N, 10]` of preprocessed inputs `[N, 3, 24, 24]` (any memory layout),
+    /// with the checks of [`Classifier::logits_flat`].
+    ///
+    /// ```
+    /// let classifier = infer::Classifier::from_bytes(&infer::random_weights(5).to_bytes()?)?;
+    /// let mut x = ndarray::Array4::<f32>::zeros((2, 3, 24, 24));
+    /// assert_eq!(classifier.logits(x.view())?.dim(), (2, 10));
+    /// x[[1, 0, 3, 4]] = f32::INFINITY;
+    /// let err = classifier.logits(x.view()).unwrap_err();
+    /// assert!(matches!(err, infer::InferError::InputOutOfRange { .. }), "{err}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn logits(&self, input: ArrayView4<f32>) -> Result<Array2<f32>, InferError> {
+        let batch = check_input(&input)?;
+        let input = input.as_standard_layout();
+        let mut out = Array2::zeros((batch, NUM_CLASSES));
+        let flat = input.as_slice().expect("a standard-layout array is contiguous");
+        self.logits_flat(flat, batch, out.as_slice_mut().expect("a fresh array is contiguous"))?;
+        Ok(out)
+    }
+
+    /// The logits of `batch` preprocessed inputs held in flat slices (`batch × 1,728` in,
+    /// `batch × 10` out), the one checked path of every caller (Rust, Python, C, the
+    /// server's engine workers aside, which check the same way):
+    ///
+    /// - every input value must be finite and within ±[`crate::error::MAX_INPUT_MAGNITUDE`]
+    ///   ([`InferError::InputOutOfRange`] names the first one that is not);
+    /// - logits that are not all finite (the model overflowed) are an
+    ///   [`InferError::NonFinite`] naming the image, on every backend.
+    ///
+    /// The engine runs at most 256 images per call, which bounds its scratch memory.
+    pub fn logits_flat(&self, inputs: &[f32], batch: usize, logits: &mut [f32]) -> Result<(), InferError> {
+        if batch == 0 {
+            return Err(InferError::EmptyBatch);
         }
-        Ok(predictions)
+        for (what, len, per) in [("input", inputs.len(), INPUT_LEN), ("logits", logits.len(), NUM_CLASSES)] {
+            if batch.checked_mul(per) != Some(len) {
+                return Err(InferError::Length { what, expected: batch.saturating_mul(per), found: len });
+            }
+        }
+        InferError::check_input_values(inputs)?;
+        for (c, (inputs, logits)) in
+            inputs.chunks(CHUNK * INPUT_LEN).zip(logits.chunks_mut(CHUNK * NUM_CLASSES)).enumerate()
+        {
+            self.engine.logits_flat(inputs, inputs.len() / INPUT_LEN, logits)?;
+            // One rule for every backend: non-finite logits are an error, never a prediction.
+            InferError::check_finite_logits(logits).map_err(|e| e.for_image_after(c * CHUNK))?;
+        }
+        Ok(())
     }
 
     /// Classifies planar 32×32 RGB images (1,024 R, then G, then B bytes each, as in a
@@ -192,7 +229,8 @@ impl Classifier {
             for (item, input) in chunk.chunks_exact(item_len).zip(inputs.chunks_exact_mut(INPUT_LEN)) {
                 prepare(&item[skip..], input);
             }
-            predictions.extend(self.classify_preprocessed(inputs)?);
+            let done = predictions.len();
+            predictions.extend(self.classify_preprocessed(inputs).map_err(|e| e.for_image_after(done))?);
         }
         Ok(predictions)
     }

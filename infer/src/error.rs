@@ -35,6 +35,38 @@ pub enum InferError {
     DifferentImages { baseline: usize, candidate: usize },
     /// A subset that the records cannot give (see [`crate::evaluation::balanced_subset`]).
     Subset(String),
+    /// A preprocessed input value that is NaN, infinite or beyond ±[`MAX_INPUT_MAGNITUDE`]
+    /// (see [`InferError::check_input_values`]): `index` counts from the batch's first value.
+    InputOutOfRange { index: usize, value: f32 },
+    /// A thread count outside `1..=`[`MAX_THREADS`] (see [`check_threads`]).
+    Threads(String),
+}
+
+/// Largest magnitude accepted in a preprocessed (float) input. Preprocessed images lie
+/// within ±42 (the standardisation of 1,728 values cannot go further); far larger values
+/// make the engines overflow, each in its own way, so every caller of the library (Rust,
+/// Python, C, the server) refuses them alike.
+pub const MAX_INPUT_MAGNITUDE: f32 = 1e6;
+
+/// Most threads one engine may use, and the most a server may start for its engines in
+/// all (`--workers × --threads`): the one bound of the CLI, the server, Python and C.
+/// Far more threads than cores only adds switching, and each holds a stack.
+pub const MAX_THREADS: usize = 256;
+
+/// Checks a thread count against `1..=`[`MAX_THREADS`]; `what` names it in the error
+/// (`--threads`, `threads`, …).
+///
+/// ```
+/// assert!(infer::error::check_threads("--threads", 8).is_ok());
+/// let err = infer::error::check_threads("--threads", 3000).unwrap_err();
+/// assert_eq!(err.to_string(), "--threads is 3000, expected 1 to 256");
+/// ```
+pub fn check_threads(what: &str, threads: usize) -> Result<usize, InferError> {
+    if (1..=MAX_THREADS).contains(&threads) {
+        Ok(threads)
+    } else {
+        Err(InferError::Threads(format!("{what} is {threads}, expected 1 to {MAX_THREADS}")))
+    }
 }
 
 impl InferError {
@@ -58,6 +90,59 @@ impl InferError {
     }
 }
 
+impl InferError {
+    /// The one input rule for every caller: preprocessed values must be finite and within
+    /// ±[`MAX_INPUT_MAGNITUDE`]. The error names the first value at fault (see
+    /// [`first_out_of_range`]).
+    ///
+    /// ```
+    /// use infer::InferError;
+    /// assert!(InferError::check_input_values(&[0.5, -41.0]).is_ok());
+    /// let err = InferError::check_input_values(&[0.5, f32::NAN]).unwrap_err();
+    /// assert!(matches!(err, InferError::InputOutOfRange { index: 1, .. }), "{err}");
+    /// assert!(InferError::check_input_values(&[1e30]).is_err());
+    /// ```
+    pub fn check_input_values(values: &[f32]) -> Result<(), InferError> {
+        // Cheap next to the model: one comparison per value, where the model does ~20,000
+        // multiply-adds per value.
+        match first_out_of_range(values) {
+            Some((index, value)) => Err(InferError::InputOutOfRange { index, value }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl InferError {
+    /// The same error for a batch that starts `images` images later (the image numbers of
+    /// [`InferError::NonFinite`] and [`InferError::InputOutOfRange`] count from the first
+    /// image of the whole call, not of the chunk that failed).
+    pub fn for_image_after(self, images: usize) -> InferError {
+        match self {
+            InferError::NonFinite { image, value } => InferError::NonFinite { image: image + images, value },
+            InferError::InputOutOfRange { index, value } => {
+                InferError::InputOutOfRange { index: index + images * model_format::arch::INPUT_LEN, value }
+            }
+            e => e,
+        }
+    }
+}
+
+/// The index and value of the first input value that is NaN, infinite or beyond
+/// ±[`MAX_INPUT_MAGNITUDE`], if any.
+pub fn first_out_of_range(values: &[f32]) -> Option<(usize, f32)> {
+    let i = values.iter().position(|v| v.is_nan() || v.abs() > MAX_INPUT_MAGNITUDE)?;
+    Some((i, values[i]))
+}
+
+/// Why `value` is refused, in words: "NaN, not finite" or "1e30, outside …".
+pub fn out_of_range_reason(value: f32) -> String {
+    if value.is_finite() {
+        format!("{value:e}, outside the accepted range -{MAX_INPUT_MAGNITUDE:e}..={MAX_INPUT_MAGNITUDE:e}")
+    } else {
+        format!("{value}, not finite")
+    }
+}
+
 impl fmt::Display for InferError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -68,7 +153,7 @@ impl fmt::Display for InferError {
                 write!(f, "{what} has {found} values, expected {expected}")
             }
             InferError::Shape { what, expected, found } => write!(f, "{what} has shape {found:?}, expected {expected}"),
-            InferError::Image(why) | InferError::TooLarge(why) => write!(f, "{why}"),
+            InferError::Image(why) | InferError::TooLarge(why) | InferError::Threads(why) => write!(f, "{why}"),
             InferError::Backend(why) => write!(f, "{why}"),
             InferError::ClassOutOfRange(class) => write!(f, "class {class} is outside 0-{}", NUM_CLASSES - 1),
             InferError::DifferentImages { baseline, candidate } => write!(
@@ -79,7 +164,13 @@ impl fmt::Display for InferError {
             InferError::NonFinite { image, value } => write!(
                 f,
                 "the model's logits for image {image} are not finite ({value}): it overflowed on an input far \
-                 outside the range of preprocessed images"
+                 outside the range of preprocessed images, or its weights overflow"
+            ),
+            InferError::InputOutOfRange { index, value } => write!(
+                f,
+                "input value {index} (image {}) is {} (preprocessed images lie within ±42)",
+                index / model_format::arch::INPUT_LEN,
+                out_of_range_reason(*value)
             ),
         }
     }

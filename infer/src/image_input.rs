@@ -91,8 +91,13 @@ pub fn read_hwc(path: &std::path::Path) -> Result<Vec<u8>, InferError> {
 fn read_capped(path: &std::path::Path, cap: u64) -> Result<Vec<u8>, InferError> {
     use std::io::Read;
     let fail = |e: std::io::Error| InferError::Image(format!("{}: {e}", path.display()));
+    // The type first: opening a FIFO for reading would block until a writer comes.
+    check_regular(path, &std::fs::metadata(path).map_err(fail)?)?;
+    let file = std::fs::File::open(path).map_err(fail)?;
+    // Again on the open file, in case the path was swapped in between.
+    check_regular(path, &file.metadata().map_err(fail)?)?;
     let mut bytes = Vec::new();
-    std::fs::File::open(path).and_then(|file| file.take(cap + 1).read_to_end(&mut bytes)).map_err(fail)?;
+    file.take(cap + 1).read_to_end(&mut bytes).map_err(fail)?;
     if bytes.len() as u64 > cap {
         return Err(InferError::TooLarge(format!(
             "{}: the file is larger than the limit of {cap} bytes for an image",
@@ -100,6 +105,15 @@ fn read_capped(path: &std::path::Path, cap: u64) -> Result<Vec<u8>, InferError> 
         )));
     }
     Ok(bytes)
+}
+
+/// Refuses a folder, a device (`/dev/zero`), a FIFO or a socket: only files are images.
+fn check_regular(path: &std::path::Path, meta: &std::fs::Metadata) -> Result<(), InferError> {
+    if meta.is_file() {
+        return Ok(());
+    }
+    let kind = model_format::atomic::kind_of(&meta.file_type());
+    Err(InferError::Image(format!("{}: is {kind}, not a regular file: refusing to read it", path.display())))
 }
 
 fn decode_limits() -> Limits {
@@ -256,9 +270,16 @@ mod tests {
 
     #[test]
     fn endless_or_oversize_files_are_refused_unread() {
+        // A device is refused before reading, whatever its size.
         let err = read_capped(std::path::Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        assert_eq!(err.to_string(), "/dev/zero: is a character device, not a regular file: refusing to read it");
+        // A regular file over the cap is refused after reading at most the cap and a byte.
+        let big = std::env::temp_dir().join(format!("infer-big-image-{}", std::process::id()));
+        std::fs::write(&big, vec![0u8; 2 << 10]).unwrap();
+        let err = read_capped(&big, 1 << 10).unwrap_err();
+        std::fs::remove_file(&big).unwrap();
         assert!(matches!(err, InferError::TooLarge(_)), "{err}");
-        assert!(err.to_string().starts_with("/dev/zero: the file is larger than the limit of 1048576 bytes"), "{err}");
+        assert!(err.to_string().contains(": the file is larger than the limit of 1024 bytes"), "{err}");
     }
 
     #[test]

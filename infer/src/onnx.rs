@@ -59,6 +59,8 @@ impl OnnxEngine {
     /// Exports `weights` to ONNX in memory and loads the result. `threads` is the number of
     /// threads ONNX Runtime uses inside each operator; 0 lets it choose (one per core).
     pub fn from_weights(weights: &Weights, threads: usize) -> Result<Self, InferError> {
+        // The same refusal as the pure-Rust engine's: no layer may overflow on an accepted input.
+        model_format::bounds::check_float(weights, crate::error::MAX_INPUT_MAGNITUDE)?;
         Self::from_bytes(&model_format::onnx::to_bytes(weights), threads, "the exported model")
     }
 
@@ -68,6 +70,7 @@ impl OnnxEngine {
         match model {
             Model::Float(weights) => Self::from_weights(weights, threads),
             Model::Int8(quantized) => {
+                model_format::bounds::check_int8(quantized, crate::error::MAX_INPUT_MAGNITUDE)?;
                 Self::from_bytes(&model_format::onnx::quantized_to_bytes(quantized), threads, "the exported int8 model")
             }
         }
@@ -84,6 +87,9 @@ impl OnnxEngine {
 
     /// Loads ONNX model bytes; `origin` names them in error messages.
     pub fn from_bytes(bytes: &[u8], threads: usize, origin: &str) -> Result<Self, InferError> {
+        if threads > 0 {
+            crate::error::check_threads("threads", threads)?;
+        }
         let environment = environment()?;
         let fail = |e: String| InferError::Backend(format!("{origin}: ONNX Runtime cannot load the model: {e}"));
         let mut builder = Session::builder(environment)

@@ -276,6 +276,12 @@ impl Dataset {
         Records::read_files(&paths)
     }
 
+    /// Every file of the folder a command may read (the five training files, the test file
+    /// and the class names), for the check that no output overwrites one of them.
+    pub fn files(&self) -> Vec<PathBuf> {
+        TRAIN_FILES.iter().chain([&TEST_FILE, &META_FILE]).map(|name| self.dir.join(name)).collect()
+    }
+
     /// Fingerprint of the training and test files together, as stored in weights metadata.
     pub fn fingerprint(&self) -> Result<String, DataError> {
         let mut hash = Fnv1a64::default();

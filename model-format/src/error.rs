@@ -69,6 +69,12 @@ pub enum WeightsError {
         index: usize,
         value: f32,
     },
+    /// A layer's output could overflow `f32` for an accepted input (see [`crate::bounds`]):
+    /// a weight or a scale is far too large.
+    Overflow {
+        layer: &'static str,
+        bound: f64,
+    },
     /// A metadata field is missing or holds a bad value.
     Metadata {
         field: &'static str,
@@ -116,6 +122,11 @@ impl fmt::Display for WeightsError {
             NonFinite { tensor, index, value } => {
                 write!(f, "tensor `{tensor}` holds a non-finite value ({value}) at element {index}")
             }
+            Overflow { layer, bound } => write!(
+                f,
+                "layer `{layer}` could overflow: its values can reach {bound:.1e} for accepted inputs, beyond \
+                 f32's range (a weight or scale is far too large, or their product is); refusing the model"
+            ),
             Metadata { field, problem } => write!(f, "metadata field `{field}`: {problem}"),
             DigestMismatch { stored, computed } => write!(
                 f,

@@ -20,6 +20,7 @@
 
 pub mod arch;
 pub mod atomic;
+pub mod bounds;
 pub mod cifar;
 pub mod digest;
 mod error;

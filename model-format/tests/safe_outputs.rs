@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use model_format::atomic::{check_not_an_input, temp_path_for, write_file, STALE_AFTER};
+use model_format::atomic::{check_not_an_input, check_output, temp_path_for, write_file, STALE_AFTER};
 use model_format::{Metadata, Weights, TENSORS};
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -56,25 +56,84 @@ impl FifoLike for fs::FileType {
 }
 
 #[test]
-fn a_device_behind_a_link_and_a_folder_are_not_replaced() {
+fn links_devices_and_folders_are_not_replaced() {
     let dir = temp_dir("device");
-    // A link to /dev/null inside our folder: were the check missing, only the link would
-    // be replaced, never /dev/null itself.
-    let link = dir.join("null.safetensors");
-    std::os::unix::fs::symlink("/dev/null", &link).unwrap();
-    let err = write_file(&link, b"model").unwrap_err();
-    assert_eq!(err.to_string(), "is a character device, not a regular file: refusing to replace it");
-    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    // A link is refused whatever it points to: to /dev/null, or to a regular file (renaming
+    // over it would replace the link and leave the file the user named unchanged).
+    let target = dir.join("target.safetensors");
+    fs::write(&target, b"target").unwrap();
+    for (name, points_to) in [("null.safetensors", Path::new("/dev/null")), ("file.safetensors", target.as_path())] {
+        let link = dir.join(name);
+        std::os::unix::fs::symlink(points_to, &link).unwrap();
+        let err = write_file(&link, b"model").unwrap_err();
+        assert_eq!(err.to_string(), "is a symbolic link: refusing to replace it; give the path of the file itself");
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    }
+    assert_eq!(fs::read(&target).unwrap(), b"target");
     let folder = dir.join("folder");
     fs::create_dir(&folder).unwrap();
     let err = write_file(&folder, b"model").unwrap_err();
     assert_eq!(err.to_string(), "is a folder, not a regular file: refusing to replace it");
     assert!(folder.is_dir());
-    // A regular file, and a link to one, are replaced.
+    let err = write_file(Path::new("/dev/null"), b"model").unwrap_err();
+    assert_eq!(err.to_string(), "is a character device, not a regular file: refusing to replace it");
+    // A regular file is replaced.
     let file = dir.join("model.safetensors");
     write_file(&file, b"old").unwrap();
     write_file(&file, b"new").unwrap();
     assert_eq!(fs::read(&file).unwrap(), b"new");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn links_planted_at_temporary_names_are_never_followed() {
+    let dir = temp_dir("planted");
+    let victim = dir.join("victim.txt");
+    fs::write(&victim, b"precious").unwrap();
+    // Every name a predictable writer would use: `.out.onnx.<pid>.<counter>.tmp`.
+    for n in 0..2000 {
+        std::os::unix::fs::symlink(&victim, dir.join(format!(".out.onnx.{}.{n}.tmp", std::process::id()))).unwrap();
+    }
+    let out = dir.join("out.onnx");
+    write_file(&out, b"model").unwrap();
+    assert_eq!(fs::read(&victim).unwrap(), b"precious", "the write followed a planted link");
+    assert!(fs::symlink_metadata(&out).unwrap().file_type().is_file(), "the output is a link");
+    assert_eq!(fs::read(&out).unwrap(), b"model");
+    // The names are random: two temporaries of one destination share no token.
+    let token = |p: PathBuf| p.file_name().unwrap().to_string_lossy().rsplit('.').nth(1).unwrap().to_string();
+    let (a, b) = (token(temp_path_for(&out)), token(temp_path_for(&out)));
+    assert_eq!(a.len(), 16, "{a}");
+    assert_ne!(a, b);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn check_output_names_the_flag_and_refuses_inputs_links_and_devices() {
+    let dir = temp_dir("check-output");
+    let input = dir.join("data_batch_1.bin");
+    fs::write(&input, b"records").unwrap();
+    let hard = dir.join("hard.bin");
+    fs::hard_link(&input, &hard).unwrap();
+    let soft = dir.join("soft.bin");
+    std::os::unix::fs::symlink(&input, &soft).unwrap();
+    let sub = dir.join("sub");
+    fs::create_dir(&sub).unwrap();
+    for output in [input.clone(), sub.join("..").join("data_batch_1.bin"), hard, soft] {
+        let err = check_output("--out", &output, &[Path::new("/nonexistent"), &input]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "--out {}: is the same file as the input {}: writing it would destroy the input; choose another path",
+                output.display(),
+                input.display()
+            )
+        );
+    }
+    let link = dir.join("link.png");
+    std::os::unix::fs::symlink(dir.join("elsewhere.png"), &link).unwrap();
+    let err = check_output("--plot", &link, &[&input]).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("--plot {}: is a symbolic link", link.display())), "{err}");
+    check_output("--out", &dir.join("new.onnx"), &[&input]).unwrap();
     fs::remove_dir_all(&dir).unwrap();
 }
 

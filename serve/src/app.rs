@@ -24,6 +24,9 @@ pub struct App {
     pub log_requests: bool,
     /// False once shutdown has begun.
     pub ready: AtomicBool,
+    /// Set to true when shutdown begins: bodies still being read are abandoned at once (503)
+    /// rather than holding the shutdown up until their timeout.
+    pub stopping: tokio::sync::watch::Sender<bool>,
     /// The browser page's model card.
     pub page: Page,
 }

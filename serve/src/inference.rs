@@ -9,8 +9,7 @@ use super::api_error::ApiError;
 use super::binary::{binary_size, f32_bytes, f32_from_bytes, i64_bytes, split_body, BinaryReader};
 use super::protocol::{
     output_spec, Datatype, InferRequest, InferResponse, InputSpec, RequestInput, RequestOutput, ResponseOutput,
-    TensorData, INPUT_SPECS, LABEL_OUTPUT, LOGITS_OUTPUT, MAX_INPUT_MAGNITUDE, MODEL_VERSION, OUTPUTS,
-    PROBABILITIES_OUTPUT,
+    TensorData, INPUT_SPECS, LABEL_OUTPUT, LOGITS_OUTPUT, MODEL_VERSION, OUTPUTS, PROBABILITIES_OUTPUT,
 };
 use super::request_json::{with_value_cap, Param, Parameters, TensorValues};
 use infer::prediction::{argmax, ranked, softmax};
@@ -162,15 +161,13 @@ fn from_json(spec: &InputSpec, data: TensorValues, count: usize, images: usize) 
     }
 }
 
-/// FP32 inputs must be finite and within ±[`MAX_INPUT_MAGNITUDE`].
+/// FP32 inputs must be finite and within ±[`infer::error::MAX_INPUT_MAGNITUDE`]: the
+/// library's rule.
 fn checked_range(spec: &InputSpec, values: Vec<f32>) -> Result<Vec<f32>, ApiError> {
-    let Some(i) = values.iter().position(|v| v.is_nan() || v.abs() > MAX_INPUT_MAGNITUDE) else {
+    let Some((i, value)) = infer::error::first_out_of_range(&values) else {
         return Ok(values);
     };
-    let why = match values[i] {
-        v if !v.is_finite() => format!("{v}, not finite"),
-        v => format!("{v:e}, outside the accepted range -{MAX_INPUT_MAGNITUDE:e}..={MAX_INPUT_MAGNITUDE:e}"),
-    };
+    let why = infer::error::out_of_range_reason(value);
     Err(ApiError::bad_request(format!("input '{}' value {i} is {why} (preprocessed images lie within ±42)", spec.name)))
 }
 

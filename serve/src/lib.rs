@@ -100,6 +100,7 @@ impl ServeConfig {
     /// assert!(config.validate().unwrap_err().contains("--workers (engine_workers) must be in 1..="));
     /// ```
     pub fn validate(&self) -> Result<(), String> {
+        check_model_name(&self.model_name)?;
         self.limits.validate()?;
         limits::ENGINE_WORKERS.check(self.engine_workers as u64)?;
         limits::HTTP_THREADS.check(self.http_threads as u64)?;
@@ -243,6 +244,7 @@ fn run(
         metrics,
         log_requests: config.log_requests,
         ready: AtomicBool::new(true),
+        stopping: tokio::sync::watch::Sender::new(false),
     });
     let router = routes::router(Arc::clone(&app));
     let served = runtime.block_on(async {
@@ -257,6 +259,7 @@ fn run(
         let signal = async move {
             stop_requested(stopped, config.handle_signals).await;
             app_for_signal.ready.store(false, Ordering::Relaxed);
+            app_for_signal.stopping.send_replace(true);
             if app_for_signal.log_requests {
                 eprintln!("shutting down: finishing requests in flight");
             }
@@ -279,6 +282,30 @@ fn run(
     app.batcher.shutdown();
     drop(runtime);
     served
+}
+
+/// Longest model name: it is one segment of every model URL.
+pub const MAX_MODEL_NAME: usize = 64;
+
+/// The model name must be one URL path segment that needs no escaping: 1 to
+/// [`MAX_MODEL_NAME`] letters, digits, `.`, `_` or `-`, and neither `.` nor `..` (which
+/// clients resolve away). Otherwise the model's URLs could not be reached.
+///
+/// ```
+/// assert!(serve::check_model_name("cifar10-int8_v2.1").is_ok());
+/// for bad in ["", "a/b", "..", ".", "a b", "%2F"] {
+///     assert!(serve::check_model_name(bad).unwrap_err().starts_with("--name"), "{bad}");
+/// }
+/// ```
+pub fn check_model_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > MAX_MODEL_NAME || !name.chars().all(allowed) || name == "." || name == ".." {
+        return Err(format!(
+            "--name {name:?}: a model name is 1 to {MAX_MODEL_NAME} letters, digits, '.', '_' or '-' \
+             (one URL path segment), and not '.' or '..'"
+        ));
+    }
+    Ok(())
 }
 
 /// Resolves on `stopped`, or on SIGTERM / Ctrl-C when `signals` is set.

@@ -10,14 +10,16 @@
 //!   keeps at most `max_batch × 3,072` tensor values (12 KiB an image: tensor values go
 //!   straight into `f32`s, never through `serde_json::Value`, and values beyond a full
 //!   batch are only counted), and decoding an image takes at most
-//!   `infer::image_input::MAX_DECODE_BYTES` (160 MiB);
+//!   `infer::image_input::MAX_DECODE_BYTES` (160 MiB) for its buffers, 192 MiB in all
+//!   (a progressive JPEG also holds its coefficients; a 4096×4096 CMYK one measured 175 MiB);
 //! - at most `max_connections` \[256\] connections are open, each holding at most a small
 //!   body (twice, while it is gathered: 64 KiB) and hyper's read buffer for headers
-//!   (at most 408 KiB), which must arrive within `header_timeout` \[10 s\].
+//!   (at most 408 KiB), which must arrive within `header_timeout` \[10 s\]; a body whose
+//!   bytes stop coming for as long gets 408 and its connection is closed.
 //!
 //! So the server's memory above its idle size stays below
-//! `max_large_bodies × (max_body_bytes + max(max_batch × 24 KiB, 160 MiB)) +
-//! max_connections × 472 KiB`: about 470 MiB with the defaults, of which 155 MiB without
+//! `max_large_bodies × (max_body_bytes + max(max_batch × 24 KiB, 192 MiB)) +
+//! max_connections × 472 KiB`: about 535 MiB with the defaults, of which 155 MiB without
 //! image decoding, plus what the allocator keeps of freed buffers (measured: up to two
 //! more bodies).
 
@@ -115,9 +117,11 @@ pub const MAX_LARGE_BODIES: Bound = Bound { field: "max_large_bodies", flag: "--
 /// batch would time out.
 pub const MAX_WAIT_MS: Bound = Bound { field: "max_wait", flag: "--max-wait-ms", min: 0, max: 60_000 };
 /// `engine_workers`.
-pub const ENGINE_WORKERS: Bound = Bound { field: "engine_workers", flag: "--workers", min: 1, max: 1024 };
+pub const ENGINE_WORKERS: Bound =
+    Bound { field: "engine_workers", flag: "--workers", min: 1, max: infer::error::MAX_THREADS as u64 };
 /// `http_threads`.
-pub const HTTP_THREADS: Bound = Bound { field: "http_threads", flag: "--http-threads", min: 1, max: 1024 };
+pub const HTTP_THREADS: Bound =
+    Bound { field: "http_threads", flag: "--http-threads", min: 1, max: infer::error::MAX_THREADS as u64 };
 
 impl Limits {
     /// Checks every limit against its [`Bound`] and the limits against each other.

@@ -29,7 +29,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'unsafe-in
 /// let metadata = Metadata { step: Some(21_351), precision_at_1: Some(0.8124), ..Metadata::default() };
 /// let card = serve::ModelCard::from_metadata(&metadata, "models/cifar10.safetensors");
 /// assert_eq!(card.step, Some(21_351));
-/// assert_eq!(card.file.as_deref(), Some("models/cifar10.safetensors"));
+/// assert_eq!(card.file.as_deref(), Some("cifar10.safetensors")); // the name, never the folder
 ///
 /// // A loaded model's card also says which variant it is.
 /// let model = model_format::Model::load("../models/cifar10-int8.safetensors")?;
@@ -39,7 +39,8 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'unsafe-in
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ModelCard {
-    /// The weights file, as the operator named it.
+    /// The weights file's name, without its folder: the card is public, the server's
+    /// layout is not.
     pub file: Option<String>,
     /// `"float32"` or `"int8"` ([`Model::variant`]), when the card was made from a model.
     pub variant: Option<String>,
@@ -58,8 +59,10 @@ pub struct ModelCard {
 impl ModelCard {
     /// The card for weights with `metadata`, loaded from `file`.
     pub fn from_metadata(metadata: &Metadata, file: impl Into<String>) -> ModelCard {
+        let file: String = file.into();
+        let name = std::path::Path::new(&file).file_name().map_or(file.clone(), |n| n.to_string_lossy().into_owned());
         ModelCard {
-            file: Some(file.into()),
+            file: Some(name),
             step: metadata.step,
             precision_at_1: metadata.precision_at_1,
             dataset_fingerprint: metadata.dataset_fingerprint.clone(),

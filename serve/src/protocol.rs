@@ -87,10 +87,9 @@ pub fn output_spec(name: &str) -> Option<(Datatype, &'static [usize])> {
 pub const MAX_REQUESTED_OUTPUTS: usize = 16;
 /// Most dimensions a shape may have in a request (the inputs have four).
 pub const MAX_SHAPE_DIMS: usize = 8;
-/// Largest magnitude accepted in an FP32 input. Preprocessed images lie within ±42 (the
-/// standardisation of 1,728 values cannot go further); far larger values would make the
-/// engines overflow, each in its own way, so they are refused for every backend alike.
-pub const MAX_INPUT_MAGNITUDE: f32 = 1e6;
+/// Largest magnitude accepted in an FP32 input: the library's one rule (see
+/// [`infer::error::MAX_INPUT_MAGNITUDE`]).
+pub const MAX_INPUT_MAGNITUDE: f32 = infer::error::MAX_INPUT_MAGNITUDE;
 
 /// `POST /v2/models/{name}/infer` body (the JSON part when binary data follows). Its
 /// parts are parsed with bounded memory (see [`super::request_json`]).

@@ -52,7 +52,10 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn_with_state(Arc::new(Admission::new(&app.limits)), admission::admit))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(Admission::new(&app.limits, app.stopping.subscribe())),
+            admission::admit,
+        ))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), observe::observe))
         .with_state(app)
 }

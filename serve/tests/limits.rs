@@ -158,8 +158,8 @@ fn settings_out_of_range_are_refused_naming_flag_field_and_range() {
     type Tweak = fn(&mut ServeConfig);
     let cases: [(Tweak, &str); 5] = [
         (|c| c.limits.max_queued_images = 0, "--max-queue (max_queued_images) must be in 1..=1048576, got 0"),
-        (|c| c.engine_workers = 0, "--workers (engine_workers) must be in 1..=1024, got 0"),
-        (|c| c.http_threads = 0, "--http-threads (http_threads) must be in 1..=1024, got 0"),
+        (|c| c.engine_workers = 0, "--workers (engine_workers) must be in 1..=256, got 0"),
+        (|c| c.http_threads = 0, "--http-threads (http_threads) must be in 1..=256, got 0"),
         (|c| c.max_wait = Duration::from_secs(31), "--max-wait-ms (max_wait) must be below --timeout-ms"),
         (|c| c.limits.max_body_bytes = 0, "--max-body-bytes (max_body_bytes) must be in 1024..="),
     ];
@@ -267,4 +267,85 @@ fn a_large_body_gives_its_permit_back_once_parsed_not_after_the_engine() {
         assert_eq!(running.join().unwrap().status, 200);
         assert_eq!(queued.join().unwrap().status, 200);
     });
+}
+
+/// Opens a connection that sends a POST's head and `sent` of its body bytes, then stalls.
+fn stalled_body(addr: SocketAddr, path: &str, chunked: bool) -> TcpStream {
+    let mut stream = connect(addr, 60);
+    let framing = if chunked { "Transfer-Encoding: chunked\r\n" } else { "Content-Length: 100000\r\n" };
+    let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{framing}\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(if chunked { b"a\r\n{\"inputs\":\r\n" } else { b"{\"inputs\":" }).unwrap();
+    stream
+}
+
+#[test]
+fn stalled_bodies_get_408_within_the_header_timeout_and_free_permits_and_slots() {
+    let server = start(engine(), |c| {
+        c.limits.header_timeout = Duration::from_millis(500);
+        c.limits.request_timeout = Duration::from_secs(600);
+        c.limits.max_large_bodies = 2;
+        c.limits.max_connections = 4;
+    });
+    let started = std::time::Instant::now();
+    // Two stalled large bodies (one announced, one chunked) hold both permits, and two
+    // stalled small ones hold connection slots: all are cut off within the header timeout.
+    let mut stalled = vec![
+        stalled_body(server.addr(), INFER, false),
+        stalled_body(server.addr(), "/classify", true),
+        stalled_body(server.addr(), INFER, true),
+    ];
+    let mut small = connect(server.addr(), 60);
+    small.write_all(format!("POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n{{").as_bytes()).unwrap();
+    stalled.push(small);
+    for stream in &mut stalled {
+        let raw = read_to_close(stream).expect("the server answers and closes");
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+        assert!(text.contains("the request body stalled: no bytes for 500 ms"), "{text}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    // Permits and slots are free again: an image request is served at once.
+    let reply = post_json(server.addr(), INFER, &image_request(&image(1), 1));
+    assert_eq!(reply.status, 200, "{}", reply.error());
+}
+
+#[test]
+fn shutdown_with_a_stalled_body_open_ends_promptly() {
+    let server = start(engine(), |c| {
+        c.limits.header_timeout = Duration::from_secs(300);
+        c.limits.request_timeout = Duration::from_secs(600);
+    });
+    let mut stream = stalled_body(server.addr(), INFER, false);
+    // Let the server start reading the body.
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    server.shutdown().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+    let raw = read_to_close(&mut stream).unwrap_or_default();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 503 "), "{text}");
+}
+
+#[test]
+fn model_names_that_are_not_one_url_segment_are_refused() {
+    for bad in ["a/b", "", "../x", "..", "a b", "x?y"] {
+        let config = ServeConfig { model_name: bad.into(), ..ServeConfig::default() };
+        let err = config.validate().unwrap_err();
+        assert!(err.starts_with("--name"), "{bad:?}: {err}");
+    }
+    let server = start(engine(), |c| c.model_name = "cifar10-int8.v2".into());
+    assert_eq!(get(server.addr(), "/v2/models/cifar10-int8.v2/ready").status, 200);
+}
+
+#[test]
+fn the_model_card_shows_the_file_name_not_its_folder() {
+    let weights = infer::random_weights(3);
+    let card = serve::ModelCard::for_model(&model_format::Model::Float(weights), "/srv/secret/models/m.safetensors");
+    let server = start(engine(), |c| c.model_card = Some(card));
+    let reply = get(server.addr(), "/model-card");
+    assert_eq!(reply.status, 200);
+    let body = reply.json();
+    assert_eq!(body["weights"]["file"], "m.safetensors", "{body}");
+    assert!(!body.to_string().contains("/srv/secret"), "{body}");
 }

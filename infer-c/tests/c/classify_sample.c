@@ -284,6 +284,16 @@ static void check_bad_calls(cifar10_model model, const uint8_t *hwc) {
     memset(inputs, 0, sizeof inputs);
     expect_error(cifar10_logits(model, inputs, 2 * CIFAR10_INPUT_LEN, 2, p, k), CIFAR10_ERR_BUFFER_LENGTH, "logits(short logits)");
     expect_error(cifar10_logits(model, inputs, 2 * CIFAR10_INPUT_LEN, 0, p, 0), CIFAR10_ERR_EMPTY_BATCH, "logits(n = 0)");
+    /* The library's one input rule (the server's too): finite and within +-1e6. */
+    const float bad_values[] = {NAN, INFINITY, -INFINITY, 1e30f};
+    for (size_t b = 0; b < sizeof bad_values / sizeof bad_values[0]; b++) {
+        inputs[CIFAR10_INPUT_LEN + 7] = bad_values[b];
+        expect_error(cifar10_logits(model, inputs, 2 * CIFAR10_INPUT_LEN, 2, p, 2 * k), CIFAR10_ERR_INVALID_ARGUMENT,
+                     "logits(NaN, infinite or 1e30 input)");
+        const char *why = last_error();
+        CHECK(strstr(why, "input value 1735 (image 1)") != NULL, "logits(bad input) message: %s", why);
+    }
+    inputs[CIFAR10_INPUT_LEN + 7] = 0;
     expect_error(cifar10_logits(model, NULL, 0, 1, p, k), CIFAR10_ERR_NULL_POINTER, "logits(NULL inputs)");
     const float *misaligned = (const float *)(const void *)((const char *)inputs + 1);
     expect_error(cifar10_logits(model, misaligned, CIFAR10_INPUT_LEN, 1, p, k), CIFAR10_ERR_INVALID_ARGUMENT,

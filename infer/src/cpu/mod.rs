@@ -68,6 +68,7 @@ use ndarray::{ArrayView4, ArrayViewMut2};
 
 use crate::engine::{check_input, check_output, Engine};
 use crate::error::InferError;
+use crate::error::MAX_INPUT_MAGNITUDE;
 #[doc(hidden)]
 pub use gemm::ProductBench;
 use int8::Int8Plan;
@@ -118,6 +119,7 @@ impl CpuEngine {
     /// # Ok::<(), infer::InferError>(())
     /// ```
     pub fn with_kernel(weights: &Weights, threads: usize, kernel: Kernel) -> Result<Self, InferError> {
+        model_format::bounds::check_float(weights, MAX_INPUT_MAGNITUDE)?;
         CpuEngine::start(Net::Float(Plan::build(weights, kernel)?), threads)
     }
 
@@ -141,6 +143,7 @@ impl CpuEngine {
 
     /// Like [`CpuEngine::new_int8`], with the kernel given (for tests and benchmarks).
     pub fn int8_with_kernel(model: &QuantizedWeights, threads: usize, kernel: Kernel) -> Result<Self, InferError> {
+        model_format::bounds::check_int8(model, MAX_INPUT_MAGNITUDE)?;
         CpuEngine::start(Net::Int8(Int8Plan::build(model, kernel)?), threads)
     }
 
@@ -161,7 +164,8 @@ impl CpuEngine {
     }
 
     fn start(net: Net, threads: usize) -> Result<Self, InferError> {
-        let threads = threads.max(1);
+        // 0 has always meant 1 here; above the bound is refused, not attempted.
+        let threads = crate::error::check_threads("threads", threads.max(1))?;
         Ok(CpuEngine { net, threads, workers: Workers::new(threads)?, spare: Mutex::new(Vec::new()) })
     }
 

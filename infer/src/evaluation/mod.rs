@@ -71,7 +71,8 @@ fn ratio(a: usize, b: usize) -> f64 {
 }
 
 /// Runs `engine` over every record in batches of `batch_size`, calling `progress` with the
-/// number of images done after each batch.
+/// number of images done after each batch. Logits that are not finite are an
+/// [`InferError::NonFinite`] naming the record, as everywhere else.
 ///
 /// ```
 /// let engine = infer::cpu::CpuEngine::new(&infer::random_weights(0), 1)?;
@@ -100,11 +101,9 @@ pub fn evaluate(
             preprocess(records.image(start + i), slot);
         }
         engine.logits_flat(&input[..n * INPUT_LEN], n, &mut logits[..n * NUM_CLASSES])?;
-        // A diverged model must fail the evaluation, not score whatever argmax makes of NaN.
-        InferError::check_finite_logits(&logits[..n * NUM_CLASSES]).map_err(|e| match e {
-            InferError::NonFinite { image, value } => InferError::NonFinite { image: start + image, value },
-            other => other,
-        })?;
+        // A diverged model is an error naming the image, never a score: argmax over
+        // infinities or NaNs would count arbitrary classes as answers.
+        InferError::check_finite_logits(&logits[..n * NUM_CLASSES]).map_err(|e| e.for_image_after(start))?;
         predictions.extend(logits[..n * NUM_CLASSES].chunks_exact(NUM_CLASSES).map(|row| argmax(row) as u8));
         start += n;
         progress(start);
@@ -181,6 +180,33 @@ mod tests {
         assert!(balanced_subset(&all, 15).unwrap_err().to_string().contains("multiple of 10"));
         assert!(balanced_subset(&all, 0).is_err());
         assert!(balanced_subset(&all, 10).unwrap_err().to_string().contains("class 9 has only 0"));
+    }
+
+    /// An engine whose logits turn NaN from the `from`-th image on.
+    struct Diverging {
+        from: usize,
+        seen: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Engine for Diverging {
+        fn name(&self) -> &'static str {
+            "diverging"
+        }
+
+        fn logits_flat(&self, _input: &[f32], batch: usize, logits: &mut [f32]) -> Result<(), InferError> {
+            let seen = self.seen.fetch_add(batch, std::sync::atomic::Ordering::Relaxed);
+            for (i, row) in logits.chunks_exact_mut(NUM_CLASSES).enumerate().take(batch) {
+                row.fill(if seen + i >= self.from { f32::NAN } else { 1.0 });
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn non_finite_logits_are_an_error_naming_the_record_not_a_score() {
+        let engine = Diverging { from: 21, seen: 0.into() };
+        let err = evaluate(&engine, &records(&[3; 40]), 16, |_| {}).unwrap_err();
+        assert!(matches!(err, InferError::NonFinite { image: 21, .. }), "{err}");
     }
 
     #[test]
