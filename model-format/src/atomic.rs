@@ -70,7 +70,7 @@ fn create_temp(dest: &Path) -> io::Result<(PathBuf, File)> {
     Err(last.unwrap_or_else(|| io::Error::other("no temporary name was free")))
 }
 
-/// Writes through `write` into a new temporary file beside `dest` (see [`create_temp`]),
+/// Writes through `write` into a new temporary file beside `dest` (a fresh name, created exclusively, never through a link),
 /// flushes it to disk, then renames it over `dest`. On any error the temporary file is
 /// removed and `dest` is left untouched.
 ///
