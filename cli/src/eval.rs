@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use argh::FromArgs;
-use infer::evaluation::{balanced_subset, compare, evaluate, Comparison, Evaluation, GateResult, Gates};
+use infer::evaluation::{accuracy, balanced_subset, compare, evaluate, Comparison, Evaluation, GateResult, Gates};
 use infer::Classifier;
 use model_format::cifar::Records;
 use serde_json::json;
@@ -301,7 +301,7 @@ fn report_json(outcome: &Outcome, names: &[String], args: &EvalArgs, data: &Sour
         .map(|c| {
             let (correct, total) = result.class_counts(c);
             let mut class = json!({ "class": c, "label": names[c], "correct": correct, "total": total,
-                    "accuracy": if total == 0 { 0.0 } else { correct as f64 / total as f64 } });
+                    "accuracy": accuracy(correct, total) });
             if let Some(change) = &outcome.baseline {
                 class["baseline_correct"] = json!(change.per_class[c].0);
             }
@@ -387,8 +387,7 @@ fn write_classes(out: &mut String, outcome: &Outcome, names: &[String]) -> std::
     writeln!(out, "{}", if with_baseline { format!(" {:>12}", "baseline") } else { String::new() })?;
     for (c, name) in names.iter().enumerate() {
         let (correct, total) = outcome.result.class_counts(c);
-        let accuracy = if total == 0 { 0.0 } else { correct as f64 / total as f64 };
-        write!(out, "{name:<12} {accuracy:>8.4} {:>12}", format!("{correct}/{total}"))?;
+        write!(out, "{name:<12} {:>8.4} {:>12}", accuracy(correct, total), format!("{correct}/{total}"))?;
         match &outcome.baseline {
             Some(change) => writeln!(out, " {:>12}", format!("{}/{total}", change.per_class[c].0))?,
             None => writeln!(out)?,

@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use infer::evaluation::accuracy;
+
 use super::Report;
 
 /// The report as a JUnit XML document.
@@ -47,14 +49,6 @@ fn case(out: &mut String, class: &str, name: &str, detail: &str, failure: Option
         }
     }
     out.push_str("</testcase>\n");
-}
-
-fn accuracy(correct: usize, total: usize) -> f64 {
-    if total == 0 {
-        0.0
-    } else {
-        correct as f64 / total as f64
-    }
 }
 
 /// XML text and attribute escaping; control characters XML 1.0 cannot hold become spaces.

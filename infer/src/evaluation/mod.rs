@@ -53,7 +53,7 @@ impl Evaluation {
 
     /// `correct / total` (0 when empty).
     pub fn precision_at_1(&self) -> f64 {
-        ratio(self.correct(), self.total())
+        accuracy(self.correct(), self.total())
     }
 
     /// `(correct, total)` of the images labelled `class`.
@@ -62,11 +62,17 @@ impl Evaluation {
     }
 }
 
-fn ratio(a: usize, b: usize) -> f64 {
-    if b == 0 {
+/// `correct / total`, 0 when there is nothing to count: one rule for every report.
+///
+/// ```
+/// assert_eq!(infer::evaluation::accuracy(3, 4), 0.75);
+/// assert_eq!(infer::evaluation::accuracy(0, 0), 0.0);
+/// ```
+pub fn accuracy(correct: usize, total: usize) -> f64 {
+    if total == 0 {
         0.0
     } else {
-        a as f64 / b as f64
+        correct as f64 / total as f64
     }
 }
 
