@@ -10,7 +10,7 @@ use std::time::Duration;
 use argh::FromArgs;
 use model_format::Model;
 use serve::limits::Bound;
-use serve::{Limits, ModelCard, ServeConfig, Server};
+use serve::{AllowedHosts, Limits, ModelCard, ServeConfig, Server};
 
 use crate::backend;
 
@@ -66,9 +66,19 @@ pub struct ServeArgs {
     /// once (default 2)
     #[argh(option, default = "2")]
     max_large_bodies: usize,
+    /// the Host names answered: `auto` (the default: only loopback names when --addr is a
+    /// loopback address, any name otherwise), `*`, or a comma-separated list such as
+    /// `api.example.com,.internal` (a leading '.' allows subdomains). Health probes and
+    /// /metrics answer any name.
+    #[argh(option, default = "AllowedHosts::Auto", from_str_fn(allowed_hosts))]
+    allowed_hosts: AllowedHosts,
     /// no log line per request
     #[argh(switch)]
     quiet: bool,
+}
+
+fn allowed_hosts(text: &str) -> Result<AllowedHosts, String> {
+    text.parse()
 }
 
 /// `--threads`: threads inside each engine run.
@@ -97,7 +107,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     config.model_card = Some(ModelCard::for_model(&model, args.model.display().to_string()));
     let server = Server::start(config, Arc::from(engine))?;
     eprintln!(
-        "serving {} as '{}' on http://{} (page at /; {} backend, {workers} engine worker(s) × {} thread(s), batches up to {} images / {} ms)",
+        "serving {} as '{}' on http://{} (page at /; {} backend, {workers} engine worker(s) × {} thread(s), batches up to {} images / {} ms; {})",
         args.model.display(),
         args.name,
         server.addr(),
@@ -105,6 +115,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         args.threads,
         args.max_batch,
         args.max_wait_ms,
+        serve::HostPolicy::resolve(&args.allowed_hosts, server.addr()),
     );
     server.wait()?;
     eprintln!("stopped");
@@ -131,6 +142,7 @@ fn config(args: &ServeArgs, workers: usize) -> ServeConfig {
         http_threads: args.http_threads,
         log_requests: !args.quiet,
         handle_signals: true,
+        allowed_hosts: args.allowed_hosts.clone(),
         ..ServeConfig::default()
     }
 }

@@ -161,7 +161,8 @@ fn bad_inputs_fail_with_a_message_naming_the_file() {
 #[test]
 fn serve_flags_out_of_range_are_refused_naming_flag_and_range() {
     let (dir, model) = model_dir("serve-flags");
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
+        (&["--allowed-hosts", "a.example:80"], "--allowed-hosts: \"a.example:80\" is not a host name"),
         (&["--max-queue", "0"], "--max-queue (max_queued_images) must be in 1..=1048576, got 0"),
         (&["--max-queue", "8"], "--max-queue (max_queued_images) must be at least --max-batch (max_batch), 64"),
         (&["--workers", "0"], "--workers (engine_workers) must be in 1..=256, got 0"),
@@ -179,6 +180,16 @@ fn serve_flags_out_of_range_are_refused_naming_flag_and_range() {
         assert!(stderr.contains(needle), "{flags:?}: {stderr}");
     }
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The flag reaches the server: a name it does not list is refused, the probes still answer.
+#[test]
+fn serve_answers_only_the_allowed_hosts() {
+    let server = ServeProcess::start("allowed-hosts", &["--allowed-hosts", "api.example.com"]);
+    assert_eq!(server.request("GET", "/v2", "", b""), 403);
+    assert_eq!(server.request("GET", "/v2/health/ready", "", b""), 200);
+    let server = ServeProcess::start("loopback-hosts", &[]);
+    assert_eq!(server.request("GET", "/v2", "", b""), 200);
 }
 
 #[test]
@@ -269,7 +280,7 @@ impl ServeProcess {
             true => String::new(),
             false => format!("Content-Length: {}\r\n", body.len()),
         };
-        let head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{length}{headers}\r\n");
+        let head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{length}{headers}\r\n");
         stream.write_all(head.as_bytes()).unwrap();
         let _ = stream.write_all(body); // a refused body may be cut short
         let mut reply = Vec::new();

@@ -30,6 +30,7 @@ mod batcher;
 mod binary;
 mod connection;
 mod cpu_time;
+mod host_policy;
 mod inference;
 pub mod limits;
 mod metrics;
@@ -50,6 +51,7 @@ use tokio::sync::oneshot;
 
 pub use api_error::ApiError;
 pub use batcher::{BatchConfig, Batcher, SubmitError};
+pub use host_policy::{AllowedHosts, HostPolicy, MAX_ALLOWED_HOSTS};
 pub use limits::Limits;
 pub use metrics::Metrics;
 pub use page::ModelCard;
@@ -88,6 +90,9 @@ pub struct ServeConfig {
     pub handle_signals: bool,
     /// The weights' metadata for the page's model card (`GET /model-card`), when known.
     pub model_card: Option<ModelCard>,
+    /// The `Host` names answered (`--allowed-hosts`); the default answers only loopback
+    /// names on a loopback address. Health probes and `/metrics` answer every name.
+    pub allowed_hosts: AllowedHosts,
 }
 
 impl ServeConfig {
@@ -133,6 +138,7 @@ impl Default for ServeConfig {
             log_requests: true,
             handle_signals: false,
             model_card: None,
+            allowed_hosts: AllowedHosts::Auto,
         }
     }
 }
@@ -246,7 +252,8 @@ fn run(
         ready: AtomicBool::new(true),
         stopping: tokio::sync::watch::Sender::new(false),
     });
-    let router = routes::router(Arc::clone(&app));
+    let hosts = HostPolicy::resolve(&config.allowed_hosts, listener.local_addr()?);
+    let router = routes::router(Arc::clone(&app), hosts);
     let served = runtime.block_on(async {
         let listener = GuardedListener::new(
             tokio::net::TcpListener::from_std(listener)?,

@@ -19,6 +19,7 @@ use super::admission::{self, Admission};
 use super::api_error::ApiError;
 use super::app::App;
 use super::binary::HEADER_LENGTH;
+use super::host_policy::{self, HostPolicy};
 use super::inference::{decode_request, encode_response, preprocess_images};
 use super::limits::SMALL_BODY_BYTES;
 use super::observe;
@@ -31,8 +32,8 @@ use infer::InferError;
 /// Classes returned by the image endpoint when `top_k` is not given.
 const DEFAULT_TOP_K: usize = 5;
 
-/// The router: KServe v2 routes, the image endpoint and `/metrics`.
-pub fn router(app: Arc<App>) -> Router {
+/// The router: KServe v2 routes, the image endpoint and `/metrics`, behind the host policy.
+pub fn router(app: Arc<App>, hosts: HostPolicy) -> Router {
     let body_limit = app.limits.max_body_bytes;
     Router::new()
         .route("/v2", get(server_metadata))
@@ -56,6 +57,8 @@ pub fn router(app: Arc<App>) -> Router {
             Arc::new(Admission::new(&app.limits, app.stopping.subscribe())),
             admission::admit,
         ))
+        // Names and origins are checked before any body is admitted.
+        .layer(axum::middleware::from_fn_with_state(Arc::new(hosts), host_policy::check))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), observe::observe))
         .with_state(app)
 }

@@ -55,7 +55,8 @@ fn read_reply(stream: &mut TcpStream) -> std::io::Result<String> {
 
 /// Sends the head of a POST to the infer route announcing `length` body bytes.
 fn post_head(stream: &mut TcpStream, length: usize) {
-    let head = format!("POST {INFER} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {length}\r\n\r\n");
+    let head =
+        format!("POST {INFER} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {length}\r\n\r\n");
     stream.write_all(head.as_bytes()).unwrap();
 }
 
@@ -79,7 +80,7 @@ fn an_announced_oversize_body_gets_413_at_once_and_no_100_continue() {
     let server = start(engine(), |c| c.limits.request_timeout = Duration::from_secs(600));
     let mut stream = connect(server.addr(), 60);
     let head = format!(
-        "POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+        "POST {INFER} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
          Expect: 100-continue\r\n\r\n",
         100 << 20
     );
@@ -121,7 +122,7 @@ fn connections_beyond_the_limit_wait_for_a_free_slot() {
     let server = start(engine(), |c| c.limits.max_connections = 2);
     let idle: Vec<TcpStream> = (0..2).map(|_| connect(server.addr(), 60)).collect();
     let mut third = connect(server.addr(), 1);
-    third.write_all(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    third.write_all(b"GET /v2/health/live HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
     let mut buf = [0u8; 64];
     let waited = third.read(&mut buf).expect_err("no answer while two connections are open");
     assert!(matches!(waited.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "{waited}");
@@ -273,7 +274,7 @@ fn a_large_body_gives_its_permit_back_once_parsed_not_after_the_engine() {
 fn stalled_body(addr: SocketAddr, path: &str, chunked: bool) -> TcpStream {
     let mut stream = connect(addr, 60);
     let framing = if chunked { "Transfer-Encoding: chunked\r\n" } else { "Content-Length: 100000\r\n" };
-    let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{framing}\r\n");
+    let head = format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{framing}\r\n");
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(if chunked { b"a\r\n{\"inputs\":\r\n" } else { b"{\"inputs\":" }).unwrap();
     stream
@@ -296,7 +297,9 @@ fn stalled_bodies_get_408_within_the_header_timeout_and_free_permits_and_slots()
         stalled_body(server.addr(), INFER, true),
     ];
     let mut small = connect(server.addr(), 60);
-    small.write_all(format!("POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n{{").as_bytes()).unwrap();
+    small
+        .write_all(format!("POST {INFER} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 20\r\n\r\n{{").as_bytes())
+        .unwrap();
     stalled.push(small);
     for stream in &mut stalled {
         let raw = read_to_close(stream).expect("the server answers and closes");

@@ -569,9 +569,74 @@ fn classification_extension_gives_top_k_strings() {
 fn a_stalled_client_cannot_hold_shutdown_forever() {
     let server = start(engine(), |c| c.limits.request_timeout = Duration::from_millis(200));
     let mut stalled = std::net::TcpStream::connect(server.addr()).unwrap();
-    std::io::Write::write_all(&mut stalled, b"POST /v2/models/cifar10/infer HTTP/1.1\r\nHost: x\r\n").unwrap();
+    std::io::Write::write_all(&mut stalled, b"POST /v2/models/cifar10/infer HTTP/1.1\r\nHost: localhost\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(50));
     let start = Instant::now();
     server.shutdown().unwrap();
     assert!(start.elapsed() < Duration::from_secs(10), "shutdown took {:?}", start.elapsed());
+}
+
+/// A page on another site must not reach a server on loopback: not by DNS rebinding (a
+/// name of its own pointed at 127.0.0.1, sent as `Host`), not by a cross-origin "simple"
+/// POST. Probes and `/metrics` still answer any `Host`, as kubelet and Prometheus use IPs.
+#[test]
+fn a_loopback_server_answers_only_loopback_names_and_its_own_origin() {
+    let server = start(engine(), |_| {});
+    let addr = server.addr();
+    let port = addr.port();
+    let bytes = png(&image(3));
+    let classify =
+        |host: &str, headers: &[(&str, &str)]| request_for_host(addr, host, "POST", "/classify", headers, &bytes);
+    for host in
+        [format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("app.localhost:{port}"), "[::1]".into()]
+    {
+        let reply = classify(&host, &[]);
+        assert_eq!(reply.status, 200, "{host}: {}", String::from_utf8_lossy(&reply.body));
+    }
+    for host in [format!("rebind.evil.example:{port}"), "10.0.0.7".into(), format!("localhost.evil.example:{port}")] {
+        let reply = classify(&host, &[]);
+        assert_eq!(reply.status, 403, "{host}");
+        assert!(reply.error().contains("--allowed-hosts"), "{host}: {}", reply.error());
+        let reply = request_for_host(addr, &host, "GET", "/v2/models/cifar10", &[], &[]);
+        assert_eq!(reply.status, 403, "{host}");
+        for probe in ["/v2/health/live", "/v2/health/ready", "/metrics"] {
+            assert_eq!(request_for_host(addr, &host, "GET", probe, &[], &[]).status, 200, "{host} {probe}");
+        }
+    }
+    let own = format!("localhost:{port}");
+    let own_origin = format!("http://localhost:{port}");
+    assert_eq!(classify(&own, &[("Origin", &own_origin)]).status, 200);
+    for origin in
+        ["http://evil.example", "null", &format!("http://127.0.0.1:{port}"), &format!("http://localhost:{}", port ^ 1)]
+    {
+        let reply = classify(&own, &[("Origin", origin), ("Content-Type", "text/plain")]);
+        assert_eq!(reply.status, 403, "{origin}");
+        assert!(reply.error().contains("cross-origin"), "{origin}: {}", reply.error());
+        assert!(!reply.headers.iter().any(|(name, _)| name.to_ascii_lowercase().starts_with("access-control")));
+    }
+    // Nothing refused reached the engine: 5 images, those of the 4 accepted names and of
+    // the same-origin request.
+    let metrics = String::from_utf8(get(addr, "/metrics").body).unwrap();
+    assert_eq!(metric(&metrics, "cifar10_images_total"), 5.0, "{metrics}");
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn allowed_hosts_lists_the_names_a_public_server_answers() {
+    let server = start(engine(), |c| c.allowed_hosts = "api.example.com,.corp.example".parse().unwrap());
+    let addr = server.addr();
+    for (host, status) in [
+        ("api.example.com", 200),
+        ("API.example.com:443", 200),
+        ("a.b.corp.example", 200),
+        ("corp.example", 200),
+        ("localhost", 403),
+        ("example.com", 403),
+    ] {
+        assert_eq!(request_for_host(addr, host, "GET", "/v2/models/cifar10", &[], &[]).status, status, "{host}");
+    }
+    server.shutdown().unwrap();
+    let server = start(engine(), |c| c.allowed_hosts = serve::AllowedHosts::Any);
+    assert_eq!(request_for_host(server.addr(), "anything.example", "GET", "/v2", &[], &[]).status, 200);
+    server.shutdown().unwrap();
 }

@@ -43,10 +43,22 @@ impl Reply {
 
 /// Sends one request on a fresh connection and reads the whole response.
 pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    request_for_host(addr, &addr.to_string(), method, path, headers, body)
+}
+
+/// [`request`] with the `Host` header `host`, as a browser sends the name it resolved.
+pub fn request_for_host(
+    addr: SocketAddr,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
     let mut stream = TcpStream::connect(addr).expect("connect to the server");
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut head =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
