@@ -23,6 +23,11 @@ echo "test.sh: the edge build (infer without default features)"
 cargo build -p infer --no-default-features --locked --quiet
 echo "test.sh: the release build of cifar10 (README's first command; the example pipelines' test runs it)"
 cargo build --release -p cifar10 --locked --quiet
+echo "test.sh: cargo install of cifar10 (README's install; it reuses that build), run from outside the checkout"
+install_root=$(mktemp -d)
+trap 'rm -rf "$install_root"' EXIT
+cargo install --path cli --locked --quiet --root "$install_root"
+(cd "$install_root" && env -u CIFAR10_DATA_DIR -u CI ./bin/cifar10 eval --limit 100 | grep -E '^(model|precision)')
 echo "test.sh: tests"
 cargo test --workspace --all-features --locked --no-fail-fast
 echo "test.sh: the Python module and the example CI pipelines (pytest; the module loads the libcifar10.so that cargo test built)"

@@ -1,11 +1,11 @@
 //! Backend selection, in one place: `--backend cpu|onnx` → a boxed [`Engine`], for a model
 //! of either variant (float or int8, read from the file itself: [`Model`]).
 
-use std::path::Path;
-
 use infer::cpu::CpuEngine;
 use infer::{Classifier, Engine, InferError};
 use model_format::Model;
+
+use crate::model_source::ModelSource;
 
 /// Backend names `--backend` accepts.
 pub const BACKENDS: &str = "cpu|onnx";
@@ -25,9 +25,9 @@ pub fn engine_for(backend: &str, model: &Model, threads: usize) -> Result<Box<dy
     }
 }
 
-/// Loads the model file and wraps the chosen engine with the model's class names.
-pub fn open_classifier(backend: &str, path: &Path, threads: usize) -> Result<Classifier, InferError> {
-    let model = Model::load(path)?;
+/// Loads the model and wraps the chosen engine with the model's class names.
+pub fn open_classifier(backend: &str, source: &ModelSource, threads: usize) -> Result<Classifier, InferError> {
+    let model = source.load()?;
     Classifier::new(engine_for(backend, &model, threads)?, model.metadata().class_names.clone())
 }
 

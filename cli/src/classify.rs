@@ -14,15 +14,17 @@ use model_format::NUM_CLASSES;
 use ndarray::ArrayView4;
 use serde_json::json;
 
+use crate::model_source::{self, ModelSource};
 use crate::{backend, output};
 
 /// Classify images (PNG, JPEG) or CIFAR-10 .bin record files.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "classify")]
 pub struct ClassifyArgs {
-    /// weights file (.safetensors)
-    #[argh(option)]
-    model: PathBuf,
+    /// weights: a .safetensors file, or `bundled` (the float32 model built into this binary,
+    /// the default) or `bundled:int8`
+    #[argh(option, default = "model_source::ModelSource::BundledFloat", from_str_fn(model_source::parse))]
+    model: ModelSource,
     /// engine: cpu (pure Rust, default; `ndarray` is an old name for it) or onnx
     #[argh(option, default = "String::from(\"cpu\")")]
     backend: String,
@@ -88,7 +90,7 @@ pub fn run(args: ClassifyArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
 /// `--plot` draws one image: refuse anything else before loading the model.
 fn check_plot_args(args: &ClassifyArgs, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     match args.files.as_slice() {
-        [file] if !is_records_file(file) => Ok(plot::check_output(path, &[&args.model, file]).map(|_| ())?),
+        [file] if !is_records_file(file) => Ok(plot::check_output(path, &inputs(&args.model, file)).map(|_| ())?),
         _ => Err("--plot draws one image: give exactly one PNG or JPEG file (not a .bin record file)".into()),
     }
 }
@@ -108,7 +110,7 @@ fn plot_one(classifier: &Classifier, args: &ClassifyArgs, path: &Path) -> Result
         file.file_name().map_or(item.name.clone(), |n| n.to_string_lossy().into()),
         item.prediction.label
     );
-    plot::save(&TopKChart { image_hwc: &hwc, ranked, title }, path, &[&args.model, file])?;
+    plot::save(&TopKChart { image_hwc: &hwc, ranked, title }, path, &inputs(&args.model, file))?;
     eprintln!("wrote {}", path.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -151,4 +153,9 @@ fn format_item(item: &Item, args: &ClassifyArgs) -> String {
     };
     let ranked: Vec<String> = top.iter().map(|r| format!("{} {:.1}%", r.label, 100.0 * r.probability)).collect();
     format!("{name}: {}\n", ranked.join(", "))
+}
+
+/// The files `--plot` must not replace: the model's (unless it is built in) and the image's.
+fn inputs<'a>(model: &'a ModelSource, image: &'a Path) -> Vec<&'a Path> {
+    model.path().into_iter().chain([image]).collect()
 }

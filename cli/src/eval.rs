@@ -18,6 +18,7 @@ use cifar10_cli::plot::{self, ConfusionChart};
 use cifar10_cli::progress::{Mode, Progress};
 
 use crate::eval_data::{self, Source, TestImages};
+use crate::model_source::{self, ModelSource};
 use crate::report::{self, Report};
 use crate::{backend, output};
 
@@ -33,9 +34,10 @@ pub const GATE_FAILED: u8 = 1;
     note = "With any gate, --junit or --summary set, missing data is an error, never the bundled sample."
 )]
 pub struct EvalArgs {
-    /// weights file (.safetensors, float32 or int8)
-    #[argh(option)]
-    model: PathBuf,
+    /// weights: a .safetensors file (float32 or int8), or `bundled` (the float32 model built into this binary,
+    /// the default) or `bundled:int8`
+    #[argh(option, default = "model_source::ModelSource::BundledFloat", from_str_fn(model_source::parse))]
+    model: ModelSource,
     /// cifar-10-batches-bin folder (default: $CIFAR10_DATA_DIR, then
     /// ../shared/cifar10/cifar-10-batches-bin; with none of them and $CI unset, the 1,000 test
     /// images bundled in the binary, said so in the output)
@@ -67,8 +69,9 @@ pub struct EvalArgs {
     expect_correct: Option<usize>,
     /// a model to compare with on the same images, with the first backend: per-class counts
     /// before and after, images that flipped, and McNemar's exact test on the flips
-    #[argh(option)]
-    baseline: Option<PathBuf>,
+    /// (a file, `bundled` or `bundled:int8`)
+    #[argh(option, from_str_fn(model_source::parse))]
+    baseline: Option<ModelSource>,
     /// gate (needs --baseline): fail when precision@1 fell by more than this (absolute, 0-1)
     #[argh(option)]
     max_drop: Option<f64>,
@@ -111,14 +114,14 @@ pub fn run(mut args: EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // Report the engine's own name (`cpu`), also when it was chosen by its old name.
     args.backend = classifiers[0].engine().name().to_string();
     let baseline = match &args.baseline {
-        Some(path) => Some(backend::open_classifier(&backends[0], path, args.threads)?),
+        Some(source) => Some(backend::open_classifier(&backends[0], source, args.threads)?),
         None => None,
     };
     let strict = gates.any() || args.junit.is_some() || args.summary.is_some();
     let TestImages { mut records, source, files } = eval_data::open(args.data_dir.as_deref(), strict)?;
     // Before minutes of work, not after; the data folder's files are inputs too.
-    let mut inputs = vec![args.model.clone()];
-    inputs.extend(args.baseline.iter().cloned());
+    let mut inputs: Vec<PathBuf> = args.model.path().map(Path::to_path_buf).into_iter().collect();
+    inputs.extend(args.baseline.as_ref().and_then(|b| b.path()).map(Path::to_path_buf));
     inputs.extend(files);
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     check_outputs(&args, &inputs)?;
@@ -235,10 +238,6 @@ fn measure(
     Ok(Outcome { result, backends, baseline, gates, per_second })
 }
 
-fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into())
-}
-
 fn write_reports(
     outcome: &Outcome,
     names: &[String],
@@ -246,14 +245,14 @@ fn write_reports(
     source: &Source,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let report = Report {
-        model_name: file_name(&args.model),
+        model_name: args.model.file_name(),
         data: source.describe(),
         subset: args.limit,
         backend: &args.backend,
         result: &outcome.result,
         class_names: names,
         baseline: outcome.baseline.as_ref(),
-        baseline_name: args.baseline.as_deref().map(file_name),
+        baseline_name: args.baseline.as_ref().map(ModelSource::file_name),
         backends: &outcome.backends,
         gates: &outcome.gates,
         plot: args.plot.as_deref(),
@@ -284,7 +283,7 @@ fn save_plot(
     };
     let title = format!(
         "{} on {images}: precision@1 {:.4} ({}/{})",
-        file_name(&args.model),
+        args.model.file_name(),
         result.precision_at_1(),
         result.correct(),
         result.total()
@@ -317,7 +316,7 @@ fn report_json(outcome: &Outcome, names: &[String], args: &EvalArgs, data: &Sour
         .collect();
     let baseline = outcome.baseline.as_ref().map(|change| {
         json!({
-            "model": args.baseline.as_ref().map(|p| p.display().to_string()),
+            "model": args.baseline.as_ref().map(ModelSource::describe),
             "precision_change": change.precision_change(),
             "right_to_wrong": change.right_to_wrong,
             "wrong_to_right": change.wrong_to_right,
@@ -332,7 +331,7 @@ fn report_json(outcome: &Outcome, names: &[String], args: &EvalArgs, data: &Sour
         "backend": args.backend,
         "threads": args.threads,
         "batch_size": args.batch_size,
-        "model": args.model.display().to_string(),
+        "model": args.model.describe(),
         "data_dir": match data { Source::Folder(dir) => json!(dir.display().to_string()), Source::BundledSample => json!(null) },
         "data": data.describe(),
         "subset": args.limit,
@@ -348,7 +347,7 @@ fn report_json(outcome: &Outcome, names: &[String], args: &EvalArgs, data: &Sour
 fn report_text(outcome: &Outcome, names: &[String], args: &EvalArgs, data: &Source) -> Result<String, std::fmt::Error> {
     let result = &outcome.result;
     let mut out = String::new();
-    writeln!(out, "model     {}", args.model.display())?;
+    writeln!(out, "model     {}", args.model.describe())?;
     writeln!(out, "data      {}", data.describe())?;
     if let Some(n) = args.limit {
         writeln!(out, "subset    {n} images: the first {} of each class (a quick check, not the whole set)", n / 10)?;
@@ -360,7 +359,7 @@ fn report_text(outcome: &Outcome, names: &[String], args: &EvalArgs, data: &Sour
         writeln!(out, "{name:<9} predicts differently on {} images", change.disagreements.len())?;
     }
     if let Some(change) = &outcome.baseline {
-        let path = args.baseline.as_deref().map(file_name).unwrap_or_default();
+        let path = args.baseline.as_ref().map(ModelSource::file_name).unwrap_or_default();
         writeln!(
             out,
             "baseline  {path}: precision {:+.4}, {} right→wrong, {} wrong→right, McNemar exact p = {:.4}\n",

@@ -7,13 +7,16 @@ use argh::FromArgs;
 use model_format::onnx::{self, INPUT_NAME, IR_VERSION, LOGITS_NAME, OPSET_VERSION, PROBABILITIES_NAME};
 use model_format::Model;
 
+use crate::model_source::{self, ModelSource};
+
 /// Export a model to ONNX (input: preprocessed float32 [N,3,24,24]).
 #[derive(FromArgs)]
 #[argh(subcommand, name = "export-onnx")]
 pub struct ExportOnnxArgs {
-    /// model file (.safetensors), float or int8 (exported as a QDQ graph)
-    #[argh(option)]
-    model: PathBuf,
+    /// model: a .safetensors file, float or int8 (exported as a QDQ graph), or `bundled` (the
+    /// float32 model built into this binary, the default) or `bundled:int8`
+    #[argh(option, default = "model_source::ModelSource::BundledFloat", from_str_fn(model_source::parse))]
+    model: ModelSource,
     /// ONNX file to write (replaced atomically; never the model, a link or a non-regular file)
     #[argh(option)]
     out: PathBuf,
@@ -21,8 +24,8 @@ pub struct ExportOnnxArgs {
 
 pub fn run(args: ExportOnnxArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // Refused before any work: writing the ONNX file over the weights would destroy them.
-    model_format::atomic::check_output("--out", &args.out, &[&args.model])?;
-    let model = Model::load(&args.model)?;
+    model_format::atomic::check_output("--out", &args.out, &args.model.path().into_iter().collect::<Vec<_>>())?;
+    let model = args.model.load()?;
     onnx::save_model(&model, &args.out)?;
     println!(
         "wrote {} ({}, ONNX IR {IR_VERSION}, opset {OPSET_VERSION}): input `{INPUT_NAME}` {}; outputs `{LOGITS_NAME}` and `{PROBABILITIES_NAME}` float32 [N,10]",

@@ -7,6 +7,7 @@ mod eval;
 mod eval_data;
 #[cfg(feature = "onnx")]
 mod export_onnx;
+mod model_source;
 mod output;
 mod quantize;
 mod report;

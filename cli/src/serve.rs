@@ -2,25 +2,25 @@
 //! binary extension, a plain image endpoint, `/metrics`, a page at `/`). The server lives in
 //! the `serve` crate; this file turns flags into its configuration.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use argh::FromArgs;
-use model_format::Model;
 use serve::limits::Bound;
 use serve::{AllowedHosts, Limits, ModelCard, ServeConfig, Server};
 
 use crate::backend;
+use crate::model_source::{self, ModelSource};
 
 /// Serve the model over HTTP (KServe v2 REST; stops cleanly on SIGTERM or Ctrl-C).
 #[derive(FromArgs)]
 #[argh(subcommand, name = "serve")]
 pub struct ServeArgs {
-    /// weights file (.safetensors)
-    #[argh(option)]
-    model: PathBuf,
+    /// weights: a .safetensors file, or `bundled` (the float32 model built into this binary,
+    /// the default) or `bundled:int8`
+    #[argh(option, default = "model_source::ModelSource::BundledFloat", from_str_fn(model_source::parse))]
+    model: ModelSource,
     /// address to listen on (default 127.0.0.1:8080)
     #[argh(option, default = "String::from(\"127.0.0.1:8080\")")]
     addr: String,
@@ -100,15 +100,15 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     let mut config = config(&args, workers);
     config.validate()?;
-    let model = Model::load(&args.model)?;
+    let model = args.model.load()?;
     let engine = backend::engine_for(&args.backend, &model, args.threads)?;
     let backend = engine.name();
     config.class_names = model.metadata().class_names.clone();
-    config.model_card = Some(ModelCard::for_model(&model, args.model.display().to_string()));
+    config.model_card = Some(ModelCard::for_model(&model, args.model.file_name()));
     let server = Server::start(config, Arc::from(engine))?;
     eprintln!(
         "serving {} as '{}' on http://{} (page at /; {} backend, {workers} engine worker(s) × {} thread(s), batches up to {} images / {} ms; {})",
-        args.model.display(),
+        args.model.describe(),
         args.name,
         server.addr(),
         backend,

@@ -54,6 +54,9 @@ pub struct ModelCard {
     pub weights_kind: Option<String>,
     /// Decay of the moving average, for averaged weights.
     pub ema_decay: Option<f64>,
+    /// The digest the weights file stores, when the card was made from a model: it names the
+    /// exact weights, also for a model built into the binary.
+    pub weights_digest: Option<String>,
 }
 
 impl ModelCard {
@@ -69,12 +72,17 @@ impl ModelCard {
             weights_kind: metadata.weights_kind.map(|kind| kind.as_str().to_string()),
             ema_decay: metadata.ema_decay,
             variant: None,
+            weights_digest: None,
         }
     }
 
     /// The card for a loaded `model` (its metadata and its variant), loaded from `file`.
     pub fn for_model(model: &Model, file: impl Into<String>) -> ModelCard {
-        ModelCard { variant: Some(model.variant().to_string()), ..ModelCard::from_metadata(model.metadata(), file) }
+        ModelCard {
+            variant: Some(model.variant().to_string()),
+            weights_digest: Some(model.digest()),
+            ..ModelCard::from_metadata(model.metadata(), file)
+        }
     }
 }
 
