@@ -3,6 +3,8 @@
 # exists), each only when missing:
 #   valgrind              infer-c's test runs the C test program under it (apt-get)
 #   maturin, pytest       into .venv (pinned)
+#   auditwheel, mypy      into .venv (pinned): the wheel's test checks its platform tag and
+#                         README's example against the stubs
 #   the `cifar10` module  built from infer-py/ by maturin (release profile) into .venv;
 #                         rebuilt when the sources it is built from change (a hash of them
 #                         is kept in .venv/cifar10-module.hash)
@@ -12,6 +14,8 @@ cd "$(dirname "$0")/.."
 
 MATURIN=1.16.0
 PYTEST=9.2.0
+AUDITWHEEL=6.8.2
+MYPY=2.4.1
 
 if ! command -v valgrind >/dev/null; then
   echo "setup-bindings: installing valgrind"
@@ -21,7 +25,7 @@ if ! command -v valgrind >/dev/null; then
   $sudo apt-get install -y -qq valgrind
 fi
 
-want=(maturin==$MATURIN pytest==$PYTEST)
+want=(maturin==$MATURIN pytest==$PYTEST auditwheel==$AUDITWHEEL mypy==$MYPY)
 missing=()
 for req in "${want[@]}"; do
   name=${req%%==*}; ver=${req##*==}
@@ -34,13 +38,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # The module depends on these sources (and the lock file); hash them to know when to rebuild.
-sources=$(find infer-py/src infer/src model-format/src -type f -name '*.rs' | sort)
-hash=$(cat Cargo.lock infer-py/Cargo.toml infer-py/pyproject.toml infer/Cargo.toml model-format/Cargo.toml \
-  $sources | sha256sum | cut -d' ' -f1)
+sources=$(find infer-py/src infer/src model-format/src models/src -type f -name '*.rs' | sort)
+hash=$(cat Cargo.lock infer-py/Cargo.toml infer-py/pyproject.toml infer-py/cifar10.pyi infer/Cargo.toml model-format/Cargo.toml \
+  models/Cargo.toml models/*.safetensors $sources | sha256sum | cut -d" " -f1)
 stamp=.venv/cifar10-module.hash
 if [ "$(cat "$stamp" 2>/dev/null)" != "$hash" ] || ! .venv/bin/python -c 'import cifar10' 2>/dev/null; then
   echo "setup-bindings: building the cifar10 Python module (maturin develop --release)"
   VIRTUAL_ENV="$PWD/.venv" .venv/bin/maturin develop --release --locked --quiet -m infer-py/Cargo.toml
   echo "$hash" >"$stamp"
 fi
-echo "setup-bindings: ok (valgrind, maturin $MATURIN, pytest $PYTEST, cifar10 module in .venv)"
+echo "setup-bindings: ok (valgrind, maturin $MATURIN, pytest $PYTEST, auditwheel $AUDITWHEEL, mypy $MYPY, cifar10 module in .venv)"

@@ -6,11 +6,6 @@ use std::path::{Path, PathBuf};
 
 use model_format::{Model, WeightsError};
 
-/// The float model shipped in `models/`, built into the binary.
-const BUNDLED_FLOAT: &[u8] = include_bytes!("../../models/cifar10.safetensors");
-/// The int8 model shipped in `models/`, built into the binary.
-const BUNDLED_INT8: &[u8] = include_bytes!("../../models/cifar10-int8.safetensors");
-
 /// What `--model` (and `eval --baseline`) name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {
@@ -39,8 +34,8 @@ impl ModelSource {
     pub fn load(&self) -> Result<Model, WeightsError> {
         match self {
             ModelSource::File(path) => Model::load(path),
-            ModelSource::BundledFloat => Model::from_bytes(BUNDLED_FLOAT),
-            ModelSource::BundledInt8 => Model::from_bytes(BUNDLED_INT8),
+            ModelSource::BundledFloat => Model::from_bytes(cifar10_models::FLOAT),
+            ModelSource::BundledInt8 => Model::from_bytes(cifar10_models::INT8),
         }
     }
 
@@ -88,17 +83,5 @@ mod tests {
         assert_eq!(parse("m/bundled"), Ok(ModelSource::File("m/bundled".into())));
         assert!(parse("bundled:int4").unwrap_err().contains("bundled:int8"));
         assert!(parse("").is_err());
-    }
-
-    /// The built-in bytes are the shipped files, and they load as the variants they claim.
-    #[test]
-    fn the_bundled_models_are_the_shipped_files() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-        let float = Model::load(dir.join("cifar10.safetensors")).unwrap();
-        let int8 = Model::load(dir.join("cifar10-int8.safetensors")).unwrap();
-        assert_eq!(ModelSource::BundledFloat.load().unwrap().digest(), float.digest());
-        assert_eq!(ModelSource::BundledInt8.load().unwrap().digest(), int8.digest());
-        assert!(matches!(ModelSource::BundledInt8.load().unwrap(), Model::Int8(_)));
-        assert!(!matches!(ModelSource::BundledFloat.load().unwrap(), Model::Int8(_)));
     }
 }

@@ -68,6 +68,13 @@ fn threads_or_default(threads: Option<usize>) -> PyResult<usize> {
     }
 }
 
+impl Classifier {
+    fn for_model(model: &Model, threads: usize) -> PyResult<Self> {
+        let inner = infer::Classifier::from_model(model, threads).map_err(to_py)?;
+        Ok(Classifier { inner, metadata: model.metadata().clone(), threads })
+    }
+}
+
 #[pymethods]
 impl Classifier {
     #[new]
@@ -76,8 +83,18 @@ impl Classifier {
         let threads = threads_or_default(threads)?;
         let source = Source::from_py(model)?;
         let model = py.detach(|| source.load()).map_err(|e| weights_to_py(&e))?;
-        let inner = infer::Classifier::from_model(&model, threads).map_err(to_py)?;
-        Ok(Classifier { inner, metadata: model.metadata().clone(), threads })
+        Classifier::for_model(&model, threads)
+    }
+
+    /// `Classifier.bundled(int8=False, threads=None)`: one of the two models that ship
+    /// inside this module (float32, or int8 with `int8=True`), so no file is needed.
+    #[staticmethod]
+    #[pyo3(signature = (int8 = false, threads = None))]
+    fn bundled(py: Python<'_>, int8: bool, threads: Option<usize>) -> PyResult<Self> {
+        let bytes = if int8 { cifar10_models::INT8 } else { cifar10_models::FLOAT };
+        let threads = threads_or_default(threads)?;
+        let model = py.detach(|| Model::from_bytes(bytes)).map_err(|e| weights_to_py(&e))?;
+        Classifier::for_model(&model, threads)
     }
 
     /// `classify(images) -> (classes, probabilities)`: `images` is a `uint8` array
