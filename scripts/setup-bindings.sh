@@ -2,6 +2,7 @@
 # What the C and Python bindings' tests need (called by scripts/setup.sh, after the .venv
 # exists), each only when missing:
 #   valgrind              infer-c's test runs the C test program under it (apt-get)
+#   cmake, pkg-config     the C package's test builds README's example with each (apt-get)
 #   maturin, pytest       into .venv (pinned)
 #   auditwheel, mypy      into .venv (pinned): the wheel's test checks its platform tag and
 #                         README's example against the stubs
@@ -17,12 +18,12 @@ PYTEST=9.2.0
 AUDITWHEEL=6.8.2
 MYPY=2.4.1
 
-if ! command -v valgrind >/dev/null; then
-  echo "setup-bindings: installing valgrind"
+if ! command -v valgrind >/dev/null || ! command -v cmake >/dev/null || ! command -v pkg-config >/dev/null; then
+  echo "setup-bindings: installing valgrind, cmake and pkg-config"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq valgrind
+  $sudo apt-get install -y -qq --no-install-recommends valgrind cmake pkg-config >/dev/null
 fi
 
 want=(maturin==$MATURIN pytest==$PYTEST auditwheel==$AUDITWHEEL mypy==$MYPY)

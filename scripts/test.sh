@@ -31,4 +31,4 @@ cargo install --path cli --locked --quiet --root "$install_root"
 echo "test.sh: tests"
 cargo test --workspace --all-features --locked --no-fail-fast
 echo "test.sh: the Python module and the example CI pipelines (pytest; the module loads the libcifar10.so that cargo test built)"
-.venv/bin/python -m pytest infer-py/tests examples/ci -q
+.venv/bin/python -m pytest infer-py/tests infer-c/tests/package examples/ci -q

@@ -29,6 +29,12 @@ fn library_dir() -> PathBuf {
     for lib in ["libcifar10.a", "libcifar10.so"] {
         assert!(dir.join(lib).is_file(), "{} not found: cargo builds it with this test", dir.join(lib).display());
     }
+    // A program linked against the library looks for it by its soname, as an installed
+    // library is found (scripts/install-c.sh makes the same link).
+    let soname = dir.join(env!("CIFAR10_SONAME"));
+    if std::fs::symlink_metadata(&soname).is_err() {
+        std::os::unix::fs::symlink("libcifar10.so", &soname).expect("link the soname to the library");
+    }
     dir
 }
 
