@@ -20,15 +20,12 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 echo "test.sh: docs"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --lib --no-deps --all-features --locked --quiet
 echo "test.sh: the edge build (infer without default features)"
-cargo build -p infer --no-default-features --locked --quiet
+cargo build -p cifar10-infer --no-default-features --locked --quiet
+echo "test.sh: the published crates (model-format, cifar10-infer): contents, and each built from its tarball"
+bash scripts/check-crates.sh
 echo "test.sh: the release build of cifar10 (README's first command; the example pipelines' test runs it)"
 cargo build --release -p cifar10 --locked --quiet
-echo "test.sh: cargo install of cifar10 (README's install; it reuses that build), run from outside the checkout"
-install_root=$(mktemp -d)
-trap 'rm -rf "$install_root"' EXIT
-cargo install --path cli --locked --quiet --root "$install_root"
-(cd "$install_root" && env -u CIFAR10_DATA_DIR -u CI ./bin/cifar10 eval --limit 100 | grep -E '^(model|precision)')
 echo "test.sh: tests"
 cargo test --workspace --all-features --locked --no-fail-fast
-echo "test.sh: the Python module and the example CI pipelines (pytest; the module loads the libcifar10.so that cargo test built)"
-.venv/bin/python -m pytest infer-py/tests infer-c/tests/package examples/ci -q
+echo "test.sh: Python tests: the module, the wheel, the C package, README's install blocks and the example CI pipelines"
+.venv/bin/python -m pytest infer-py/tests infer-c/tests/package tests/readme examples/ci -q

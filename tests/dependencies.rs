@@ -133,7 +133,7 @@ const FORBIDDEN_IN_INFER: [&str; 15] = [
 #[test]
 fn no_feature_of_the_engine_pulls_a_server_a_cli_a_progress_bar_or_tls() {
     for flags in [&["--no-default-features"][..], &[], &["--all-features"]] {
-        let all = tree("infer", flags, None);
+        let all = tree("cifar10-infer", flags, None);
         for forbidden in FORBIDDEN_IN_INFER {
             assert!(!all.contains(forbidden), "infer {flags:?} pulls {forbidden}");
         }
@@ -142,10 +142,10 @@ fn no_feature_of_the_engine_pulls_a_server_a_cli_a_progress_bar_or_tls() {
 
 #[test]
 fn the_edge_build_depends_on_the_contract_and_ndarray_only() {
-    let direct: Vec<String> = tree("infer", &["--no-default-features"], Some(1)).into_iter().collect();
-    assert_eq!(direct, ["infer", "model-format", "ndarray"]);
-    let with_defaults: Vec<String> = tree("infer", &[], Some(1)).into_iter().collect();
-    assert_eq!(with_defaults, ["image", "infer", "model-format", "ndarray"]);
+    let direct: Vec<String> = tree("cifar10-infer", &["--no-default-features"], Some(1)).into_iter().collect();
+    assert_eq!(direct, ["cifar10-infer", "model-format", "ndarray"]);
+    let with_defaults: Vec<String> = tree("cifar10-infer", &[], Some(1)).into_iter().collect();
+    assert_eq!(with_defaults, ["cifar10-infer", "image", "model-format", "ndarray"]);
 }
 
 #[test]

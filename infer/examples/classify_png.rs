@@ -1,5 +1,5 @@
 //! Classify a PNG (or JPEG) with a trained model:
-//! `cargo run -p infer --example classify_png -- model.safetensors cat.png`
+//! `cargo run -p cifar10-infer --example classify_png -- model.safetensors cat.png`
 //! (needs the default `image` feature).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

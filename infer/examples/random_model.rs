@@ -1,5 +1,5 @@
 //! Writes a seeded, untrained model (the tutorial's initialisation) to try the `cifar10`
-//! commands without training: `cargo run -p infer --example random_model -- out.safetensors [SEED]`.
+//! commands without training: `cargo run -p cifar10-infer --example random_model -- out.safetensors [SEED]`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);

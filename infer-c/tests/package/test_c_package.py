@@ -28,7 +28,9 @@ def bash(script, cwd, env):
 
 
 def test_readme_install_then_pkg_config_and_cmake_builds_count_the_sample(tmp_path):
-    install, build = blocks("sh")
+    install = blocks("sh", "### Install")[1]
+    assert "install-c.sh" in install, install
+    (build,) = blocks("sh")
     (cmake,) = blocks("cmake")
     (program,) = blocks("c")
     prefix = tmp_path / "prefix"
