@@ -15,12 +15,14 @@ fi
 
 echo "test.sh: rustfmt"
 cargo fmt --all --check
+# Lints, docs and the edge build use the tests' profile: build scripts (torch-sys compiles
+# libtorch's C++ wrapper, minutes on 2 cores) then run once for all of them and the tests.
 echo "test.sh: clippy"
-cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+cargo clippy --profile test --workspace --all-targets --all-features --locked -- -D warnings
 echo "test.sh: docs"
-RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --lib --no-deps --all-features --locked --quiet
+RUSTDOCFLAGS=-Dwarnings cargo doc --profile test --workspace --lib --no-deps --all-features --locked --quiet
 echo "test.sh: the edge build (infer without default features)"
-cargo build -p cifar10-infer --no-default-features --locked --quiet
+cargo build --profile test -p cifar10-infer --no-default-features --locked --quiet
 echo "test.sh: the published crates (model-format, cifar10-infer): contents, and each built from its tarball"
 bash scripts/check-crates.sh
 echo "test.sh: the release build of cifar10 (README's first command; the example pipelines' test runs it)"
