@@ -4,7 +4,6 @@ the metrics path and the model name that the manifests name; the CPU limit match
 threads; --allowed-hosts answers the cluster's names and refuses others."""
 
 import json
-import pathlib
 import subprocess
 import uuid
 
