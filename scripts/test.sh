@@ -33,4 +33,4 @@ cargo test --workspace --all-features --locked --no-fail-fast
 echo "test.sh: the Python module and the example CI pipelines (pytest; the module loads the libcifar10.so that cargo test built)"
 .venv/bin/python -m pytest infer-py/tests infer-c/tests/package examples/ci -q
 echo "test.sh: deployment (deploy/tests: the static server's container image, the KServe manifests, replicas behind nginx)"
-.venv/bin/python -m pytest deploy/tests -q
+.venv/bin/python -m pytest deploy/tests -q -s  # -s: prints the image size, the stop time and the load summary
