@@ -339,9 +339,15 @@ mod tests {
             moving_average_decay: 0.999,
         };
         let found = a.differences(&b).join("; ");
-        for flag in
-            ["--batch-size", "tower", "WORLD_SIZE", "--learning-rate ", "--learning-rate-decay-factor", "--num-epochs", "--moving"]
-        {
+        for flag in [
+            "--batch-size",
+            "tower",
+            "WORLD_SIZE",
+            "--learning-rate ",
+            "--learning-rate-decay-factor",
+            "--num-epochs",
+            "--moving",
+        ] {
             assert!(found.contains(flag), "{flag} missing from {found}");
         }
         assert!(a.differences(&a).is_empty());

@@ -439,8 +439,9 @@ fn all_reduce_mean(group: &c10d::ProcessGroup, out: StepOutput, total_towers: us
     let device = out.gradients.device();
     let n = out.gradients.numel() as i64;
     let losses = [out.cross_entropy.f_reshape([1])?, out.total_loss.f_reshape([1])?];
-    let mut buffer = Tensor::f_cat(&[out.gradients.shallow_clone(), losses[0].shallow_clone(), losses[1].shallow_clone()], 0)?
-        .f_to_device(Device::Cpu)?;
+    let mut buffer =
+        Tensor::f_cat(&[out.gradients.shallow_clone(), losses[0].shallow_clone(), losses[1].shallow_clone()], 0)?
+            .f_to_device(Device::Cpu)?;
     group.all_reduce_sum(&mut buffer)?;
     let buffer = buffer.f_to_device(device)?;
     let n_towers = total_towers as f64;

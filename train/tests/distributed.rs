@@ -55,14 +55,14 @@ fn free_port() -> u16 {
 /// The training flags shared by every run here: CPU, batch 64 per tower, one intra-op
 /// thread per tower on both sides (the gradients depend on the thread count).
 fn train_args(data: &Path, train_dir: &Path, max_steps: &str) -> Vec<String> {
-    let mut args: Vec<String> = ["train", "--devices", "cpu", "--batch-size", "64", "--threads", "1"]
-        .into_iter()
-        .map(String::from)
-        .collect();
+    let mut args: Vec<String> =
+        ["train", "--devices", "cpu", "--batch-size", "64", "--threads", "1"].into_iter().map(String::from).collect();
     args.extend(["--data-dir".into(), data.display().to_string()]);
     args.extend(["--train-dir".into(), train_dir.display().to_string()]);
-    args.extend(["--max-steps", max_steps, "--log-frequency", "5", "--summary-every", "0", "--checkpoint-every", "10"]
-        .map(String::from));
+    args.extend(
+        ["--max-steps", max_steps, "--log-frequency", "5", "--summary-every", "0", "--checkpoint-every", "10"]
+            .map(String::from),
+    );
     args.extend(["--keep-checkpoints", "10", "--dist-timeout", "20"].map(String::from));
     args
 }
@@ -146,13 +146,25 @@ fn two_processes_of_one_tower_train_like_one_process_of_two_towers_by_hand_and_u
     assert_same_weights(&reference, &two);
     assert_eq!((two[0].schedule.world_size, two[0].schedule.towers), (2, 1));
 
-    // The real launcher: torchrun's agent serves the store (TORCHELASTIC_USE_AGENT_STORE).
-    let torchrun = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/torchrun");
-    assert!(torchrun.exists(), "{} is missing: run scripts/setup.sh", torchrun.display());
+    // The real launcher: torchrun (`python -m torch.distributed.run`, its entry point, from
+    // the project's venv); its agent serves the store (TORCHELASTIC_USE_AGENT_STORE).
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(python.exists(), "{} is missing: run scripts/setup.sh", python.display());
     let launched_dir = scratch.0.join("torchrun");
     let port = free_port().to_string();
-    let out = Command::new(&torchrun)
-        .args(["--nnodes", "1", "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", &port])
+    let out = Command::new(&python)
+        .args([
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            "1",
+            "--nproc-per-node",
+            "2",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            &port,
+        ])
         .args(["--no-python", BIN])
         .args(train_args(&data, &launched_dir, STEPS))
         .env_remove("WORLD_SIZE")
@@ -234,7 +246,8 @@ fn a_wrong_master_address_or_a_port_in_use_is_an_error_within_the_timeout() {
     let scratch = Scratch::new("rendezvous");
     let data = sample_data_dir(&scratch.0);
     let mut args = train_args(&data, &scratch.0.join("run"), "5");
-    args.extend(["--dist-timeout".into(), "5".into()]);
+    let timeout = args.iter().position(|a| a == "--dist-timeout").unwrap();
+    args[timeout + 1] = "5".into();
     // Rank 1 looking for a store where none is (a TEST-NET address, RFC 5737).
     let start = Instant::now();
     let out = Command::new(BIN)
@@ -245,7 +258,12 @@ fn a_wrong_master_address_or_a_port_in_use_is_an_error_within_the_timeout() {
     assert!(start.elapsed() < Duration::from_secs(30), "{:?}", start.elapsed());
     assert!(!out.status.success());
     let log = text(&out);
-    assert!(log.contains("rank 1: could not join the rendezvous store at 192.0.2.1:29511 (MASTER_ADDR:MASTER_PORT) within 5 s"), "{log}");
+    assert!(
+        log.contains(
+            "rank 1: could not join the rendezvous store at 192.0.2.1:29511 (MASTER_ADDR:MASTER_PORT) within 5 s"
+        ),
+        "{log}"
+    );
     // Rank 0 cannot serve the store on a port another program holds.
     let holder = TcpListener::bind("0.0.0.0:0").unwrap();
     let port = holder.local_addr().unwrap().port();

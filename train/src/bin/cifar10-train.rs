@@ -189,15 +189,10 @@ fn launch(args: &TrainArgs, devices: &[Device]) -> Result<Launch, TrainError> {
                     .into(),
             ))
         }
-        other => {
-            return Err(TrainError::Config(format!("--dist-backend `{other}`: valid backends are gloo and nccl")))
-        }
+        other => return Err(TrainError::Config(format!("--dist-backend `{other}`: valid backends are gloo and nccl"))),
     }
     if !(1..=3600).contains(&args.dist_timeout) {
-        return Err(TrainError::Config(format!(
-            "--dist-timeout {}: must be 1 to 3600 seconds",
-            args.dist_timeout
-        )));
+        return Err(TrainError::Config(format!("--dist-timeout {}: must be 1 to 3600 seconds", args.dist_timeout)));
     }
     let master_addr = match &args.master_addr {
         Some(addr) => addr.clone(),
@@ -390,8 +385,14 @@ fn run_train(args: TrainArgs) -> Result<(), TrainError> {
         },
         config.train_dir.display()
     );
-    let outcome =
-        trainer::train_in_group(&config, Arc::new(train_records), test_records.as_ref(), &STOP, &mut |_, _| {}, group.as_ref())?;
+    let outcome = trainer::train_in_group(
+        &config,
+        Arc::new(train_records),
+        test_records.as_ref(),
+        &STOP,
+        &mut |_, _| {},
+        group.as_ref(),
+    )?;
     println!(
         "{} at step {}: {:.2} steps/sec, {:.1} examples/sec over this run, {:.2}% of the time waiting for input, \
          summaries {:.2}% of the time on the training thread and {:.2}% on their own thread; checkpoint {}",
@@ -405,7 +406,10 @@ fn run_train(args: TrainArgs) -> Result<(), TrainError> {
         outcome.checkpoint.display()
     );
     if group.is_some() {
-        println!("all-reduce: {:.2} ms per step (waiting for the slowest rank included)", 1e3 * outcome.all_reduce_per_step);
+        println!(
+            "all-reduce: {:.2} ms per step (waiting for the slowest rank included)",
+            1e3 * outcome.all_reduce_per_step
+        );
     }
     Ok(())
 }
