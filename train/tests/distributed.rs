@@ -278,3 +278,87 @@ fn a_wrong_master_address_or_a_port_in_use_is_an_error_within_the_timeout() {
     assert!(text(&out).contains("--rank / RANK 2 is outside the valid range 0 to 1"), "{}", text(&out));
     assert!(!scratch.0.join("run").exists(), "a refused run wrote its train dir");
 }
+
+/// Two network namespaces joined by a veth pair: two hosts on one machine. Made by the test
+/// (root and `ip` needed), removed at the end whatever happens.
+struct TwoHosts {
+    names: [String; 2],
+    addrs: [&'static str; 2],
+    ifaces: [String; 2],
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("`ip` (iproute2) runs; the test needs root");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), text(&out));
+}
+
+impl TwoHosts {
+    fn new() -> TwoHosts {
+        let id = std::process::id() % 100_000;
+        let names = [format!("c10d-a-{id}"), format!("c10d-b-{id}")];
+        let ifaces = [format!("vc{id}a"), format!("vc{id}b")];
+        let hosts = TwoHosts { names, addrs: ["10.231.7.1", "10.231.7.2"], ifaces };
+        for ns in &hosts.names {
+            ip(&["netns", "add", ns]);
+        }
+        ip(&["link", "add", &hosts.ifaces[0], "type", "veth", "peer", "name", &hosts.ifaces[1]]);
+        for i in 0..2 {
+            let (ns, iface) = (hosts.names[i].as_str(), hosts.ifaces[i].as_str());
+            ip(&["link", "set", iface, "netns", ns]);
+            ip(&["-n", ns, "addr", "add", &format!("{}/30", hosts.addrs[i]), "dev", iface]);
+            ip(&["-n", ns, "link", "set", iface, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        hosts
+    }
+}
+
+impl Drop for TwoHosts {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its end of the veth pair, and so the pair.
+        for ns in &self.names {
+            let _ = Command::new("ip").args(["netns", "delete", ns]).output();
+        }
+    }
+}
+
+#[test]
+fn two_hosts_joined_by_a_veth_pair_train_like_one_process_of_two_towers() {
+    let scratch = Scratch::new("netns");
+    let data = sample_data_dir(&scratch.0);
+    let one_dir = scratch.0.join("one-process");
+    let mut args = train_args(&data, &one_dir, "20");
+    args.extend(["--towers".into(), "2".into()]);
+    let one = alone(&args);
+    assert!(one.status.success(), "{}", text(&one));
+
+    let hosts = TwoHosts::new();
+    let two_dir = scratch.0.join("two-hosts");
+    let args = train_args(&data, &two_dir, "20");
+    let children: Vec<Child> = (0..2)
+        .map(|rank| {
+            Command::new("ip")
+                .args(["netns", "exec", &hosts.names[rank], BIN])
+                .args(&args)
+                .env("RANK", rank.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("LOCAL_RANK", "0")
+                .env("MASTER_ADDR", hosts.addrs[0])
+                .env("MASTER_PORT", "29517")
+                .env("GLOO_SOCKET_IFNAME", &hosts.ifaces[rank])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (rank, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "rank {rank}: {}", text(&out));
+        if rank == 0 {
+            assert!(text(&out).contains("joined the Gloo group through 10.231.7.1:29517"), "{}", text(&out));
+        }
+    }
+    assert_same_weights(&checkpoints(&one_dir), &checkpoints(&two_dir));
+    drop(hosts);
+}
