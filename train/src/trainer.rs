@@ -86,6 +86,11 @@ struct Run<'a> {
     group: Option<&'a c10d::ProcessGroup>,
     /// Time spent in the gradients' all-reduce.
     all_reduce_time: std::time::Duration,
+    /// This process's stop request (Ctrl-C).
+    stop: &'a AtomicBool,
+    /// Whether any rank asked to stop, as of the last all-reduce: ranks stop together after
+    /// the same step, so none is left waiting in a collective.
+    any_rank_stopping: bool,
 }
 
 /// Trains on `train` (the training records), evaluating on `test` when
@@ -178,11 +183,17 @@ pub fn train_in_group(
         progress: Progress::new(config.batch_size, config.total_towers(), config.max_steps),
         group,
         all_reduce_time: std::time::Duration::ZERO,
+        stop,
+        any_rank_stopping: false,
     };
     let mut inputs = Inputs::start(config, train, &state)?;
     let (first_step, run_start) = (state.step, Instant::now());
 
-    while state.step < config.max_steps && !stop.load(Ordering::Relaxed) {
+    let stopping = |run: &Run| match run.group {
+        None => stop.load(Ordering::Relaxed),
+        Some(_) => run.any_rank_stopping,
+    };
+    while state.step < config.max_steps && !stopping(&run) {
         let waited = Instant::now();
         let batch = inputs.next_batch(state.step)?;
         run.progress.step_done(waited.elapsed());
@@ -289,8 +300,10 @@ fn train_step(run: &mut Run, state: &mut RunState, batch: &TensorBatch) -> Resul
         Some(group) => {
             let summed = state.towers.compute_sum(&batch.images, &batch.labels, summarise)?;
             let start = Instant::now();
-            let out = all_reduce_mean(group, summed, config.total_towers())?;
+            let asked = run.stop.load(Ordering::Relaxed);
+            let (out, any_stopping) = all_reduce_mean(group, summed, config.total_towers(), asked)?;
             run.all_reduce_time += start.elapsed();
+            run.any_rank_stopping = any_stopping;
             out
         }
     };
@@ -433,16 +446,25 @@ impl DeviceLosses {
 }
 
 /// The sums of `out` (over this process's towers) summed over every rank and divided by
-/// `total_towers`: the gradients and both losses in one buffer, one all-reduce. Gloo works
-/// on the host, so a CUDA buffer makes the trip through host memory.
-fn all_reduce_mean(group: &c10d::ProcessGroup, out: StepOutput, total_towers: usize) -> Result<StepOutput, TrainError> {
+/// `total_towers`: the gradients, both losses and this rank's stop request (`stop`) in one
+/// buffer, one all-reduce; also whether any rank asked to stop. Gloo works on the host, so a
+/// CUDA buffer makes the trip through host memory.
+fn all_reduce_mean(
+    group: &c10d::ProcessGroup,
+    out: StepOutput,
+    total_towers: usize,
+    stop: bool,
+) -> Result<(StepOutput, bool), TrainError> {
     let device = out.gradients.device();
     let n = out.gradients.numel() as i64;
-    let losses = [out.cross_entropy.f_reshape([1])?, out.total_loss.f_reshape([1])?];
-    let mut buffer =
-        Tensor::f_cat(&[out.gradients.shallow_clone(), losses[0].shallow_clone(), losses[1].shallow_clone()], 0)?
-            .f_to_device(Device::Cpu)?;
+    let flag = Tensor::f_full([1], if stop { 1.0 } else { 0.0 }, (Kind::Float, device))?;
+    let parts =
+        [out.gradients.shallow_clone(), out.cross_entropy.f_reshape([1])?, out.total_loss.f_reshape([1])?, flag];
+    let mut buffer = Tensor::f_cat(&parts, 0)?.f_to_device(Device::Cpu)?;
     group.all_reduce_sum(&mut buffer)?;
+    // The buffer is on the host and the all-reduce has finished: reading the flag waits for
+    // nothing.
+    let any_stopping = buffer.f_double_value(&[n + 2])? > 0.0;
     let buffer = buffer.f_to_device(device)?;
     let n_towers = total_towers as f64;
     // The same kernels as the towers' own mean (an in-place division of the summed buffer,
@@ -451,7 +473,7 @@ fn all_reduce_mean(group: &c10d::ProcessGroup, out: StepOutput, total_towers: us
     let _ = gradients.f_div_scalar_(n_towers)?;
     let cross_entropy = buffer.f_select(0, n)?.f_div_scalar(n_towers)?;
     let total_loss = buffer.f_select(0, n + 1)?.f_div_scalar(n_towers)?;
-    Ok(StepOutput { cross_entropy, total_loss, gradients, ..out })
+    Ok((StepOutput { cross_entropy, total_loss, gradients, ..out }, any_stopping))
 }
 
 /// [`start_state`] for a rank of a data-parallel run: rank 0 makes it (fresh, or from its

@@ -362,3 +362,33 @@ fn two_hosts_joined_by_a_veth_pair_train_like_one_process_of_two_towers() {
     assert_same_weights(&checkpoints(&one_dir), &checkpoints(&two_dir));
     drop(hosts);
 }
+
+/// The step number of the `stopped at step N` line.
+fn stopped_at(log: &str) -> u64 {
+    let line = log.lines().find(|l| l.starts_with("stopped at step ")).unwrap_or_else(|| panic!("no stop line: {log}"));
+    line["stopped at step ".len()..].split(':').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn ctrl_c_on_one_rank_stops_every_rank_after_the_same_step_with_a_checkpoint() {
+    let scratch = Scratch::new("interrupt");
+    let data = sample_data_dir(&scratch.0);
+    let dir = scratch.0.join("run");
+    let args = train_args(&data, &dir, "100000");
+    let port = free_port();
+    let chief = spawn_rank(0, 2, port, &args);
+    let other = spawn_rank(1, 2, port, &args);
+    let start = Instant::now();
+    while checkpoint::latest(&dir).ok().flatten().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint after 2 minutes");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = Command::new("kill").args(["-INT", &other.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let (chief, other) = (chief.wait_with_output().unwrap(), other.wait_with_output().unwrap());
+    assert!(chief.status.success(), "{}", text(&chief));
+    assert!(other.status.success(), "{}", text(&other));
+    let step = stopped_at(&text(&chief));
+    assert_eq!(stopped_at(&text(&other)), step);
+    assert_eq!(Checkpoint::load(&checkpoint::latest(&dir).unwrap().unwrap()).unwrap().step, step);
+}
