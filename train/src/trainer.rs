@@ -47,7 +47,7 @@ pub struct TrainOutcome {
     pub last_loss: f64,
     /// Steps per second over this run.
     pub steps_per_sec: f64,
-    /// Examples per second over this run's steps (all towers).
+    /// Examples per second over this run's steps (all towers of every rank).
     pub examples_per_sec: f64,
     /// Fraction of this run's wall time spent waiting for input.
     pub input_wait: f64,
@@ -224,7 +224,7 @@ pub fn train_in_group(
         checkpoint,
         last_loss,
         steps_per_sec: steps_run / seconds,
-        examples_per_sec: steps_run * config.global_batch() as f64 / seconds,
+        examples_per_sec: steps_run * config.world_batch() as f64 / seconds,
         input_wait: run.progress.total_input_wait(),
         interrupted: state.step < config.max_steps,
         summary_share: run.summary_time.as_secs_f64() / seconds,
