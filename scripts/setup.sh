@@ -7,7 +7,8 @@
 #   .venv/libtorch    link to the torch wheel's libtorch layout (LIBTORCH in .cargo/config.toml)
 #   .venv/libonnxruntime.so  link to the wheel's ONNX Runtime library (ORT_DYLIB_PATH in .cargo/config.toml)
 # Then scripts/setup-bindings.sh, scripts/setup-browser.sh (Chromium for the page's tests) and
-# scripts/setup-container.sh (podman and nginx for deploy/tests).
+# scripts/setup-container.sh (podman and nginx for deploy/tests) and scripts/setup-dist.sh
+# (gloo's headers for the c10d crate).
 # Safe to run again: it does nothing when everything is in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,4 +65,6 @@ fi
 bash scripts/setup-bindings.sh
 bash scripts/setup-browser.sh
 bash scripts/setup-container.sh
+# gloo headers for the c10d crate (data-parallel training through libtorch's c10d)
+bash scripts/setup-dist.sh
 echo "setup: ok (libtorch $TORCH, onnxruntime $ONNXRUNTIME in .venv)"

@@ -70,6 +70,17 @@ impl DeviceInputs {
         batch_size: usize,
         device: Device,
     ) -> Result<DeviceInputs, TrainError> {
+        DeviceInputs::slice(records, seed, (batch_size, (batch_size, 0)), device)
+    }
+
+    /// [`DeviceInputs::new`] for one process's share of a data-parallel step, as
+    /// `(batch_size, (step_examples, first))` (see [`BatchMaker::slice`]).
+    pub fn slice(
+        records: std::sync::Arc<Records>,
+        seed: u64,
+        (batch_size, slice): (usize, (usize, usize)),
+        device: Device,
+    ) -> Result<DeviceInputs, TrainError> {
         let n = records.len();
         let mut bytes = Vec::with_capacity(n * INPUT_CHANNELS * IMAGE_SIZE * IMAGE_SIZE);
         let mut labels = Vec::with_capacity(n);
@@ -82,7 +93,7 @@ impl DeviceInputs {
         Ok(DeviceInputs {
             images: images.f_to_device(device)?,
             labels: Tensor::f_from_slice(&labels)?.f_to_device(device)?,
-            maker: BatchMaker::new(records, seed, batch_size),
+            maker: BatchMaker::slice(records, seed, batch_size, slice),
             device,
         })
     }

@@ -24,9 +24,10 @@ const CHECKPOINT_FORMAT_V1: &str = "cifar10-train-checkpoint/v1";
 /// The two weight sets of a checkpoint, by name prefix.
 const SETS: [&str; 2] = ["raw/", "ema/"];
 /// Metadata keys of the [`Schedule`], in [`Schedule::fields`] order.
-const SCHEDULE_KEYS: [&str; 6] = [
+const SCHEDULE_KEYS: [&str; 7] = [
     "batch_size_per_tower",
     "towers",
+    "world_size",
     "learning_rate",
     "learning_rate_decay_factor",
     "num_epochs_per_decay",
@@ -135,7 +136,7 @@ fn read_state(m: &Fields) -> Result<State, WeightsError> {
         );
     }
     expect_field(m, "architecture", ARCHITECTURE)?;
-    let [batch, towers, rate, factor, epochs, decay] = SCHEDULE_KEYS;
+    let [batch, towers, world, rate, factor, epochs, decay] = SCHEDULE_KEYS;
     Ok(State {
         step: field(m, "step")?,
         seed: field(m, "seed")?,
@@ -143,6 +144,8 @@ fn read_state(m: &Fields) -> Result<State, WeightsError> {
         schedule: Schedule {
             batch_size: field(m, batch)?,
             towers: field(m, towers)?,
+            // Checkpoints from before distributed training have no world size: they ran alone.
+            world_size: tensor_set::optional_field(m, world)?.unwrap_or(1),
             learning_rate: field(m, rate)?,
             learning_rate_decay_factor: field(m, factor)?,
             epochs_per_decay: field(m, epochs)?,
@@ -205,6 +208,7 @@ mod tests {
         let schedule = crate::config::Schedule {
             batch_size: 16,
             towers: 3,
+            world_size: 2,
             learning_rate: 0.05,
             learning_rate_decay_factor: 0.3,
             epochs_per_decay: 2.5,

@@ -51,6 +51,11 @@ pub struct TrainConfig {
     /// Deterministic cuDNN convolutions (and no cuDNN autotuning): reproducible CUDA runs at
     /// some cost in speed. Off by default; no effect on the CPU, which is deterministic anyway.
     pub deterministic_cudnn: bool,
+    /// This process's rank among `world_size` data-parallel processes (`RANK`): its towers
+    /// are the global towers `rank × tower_count() ..`, and only rank 0 writes files.
+    pub rank: usize,
+    /// Processes training together (`WORLD_SIZE`); 1 for a run on its own.
+    pub world_size: usize,
 }
 
 impl TrainConfig {
@@ -82,6 +87,8 @@ impl TrainConfig {
             input_workers: 1,
             augment_on: AugmentOn::Host,
             deterministic_cudnn: false,
+            rank: 0,
+            world_size: 1,
         }
     }
 
@@ -90,9 +97,30 @@ impl TrainConfig {
         self.devices.len() * self.towers_per_device
     }
 
-    /// Examples per step over all towers.
+    /// Examples per step over this process's towers.
     pub fn global_batch(&self) -> usize {
         self.batch_size * self.tower_count()
+    }
+
+    /// Towers over every process: the gradients are averaged over these, and the learning
+    /// rate decays after proportionally fewer steps.
+    pub fn total_towers(&self) -> usize {
+        self.tower_count() * self.world_size
+    }
+
+    /// Examples per step over every process.
+    pub fn world_batch(&self) -> usize {
+        self.batch_size * self.total_towers()
+    }
+
+    /// Where this process's examples start in the step's examples of every process.
+    pub fn first_example(&self) -> usize {
+        self.rank * self.global_batch()
+    }
+
+    /// True for the process that writes checkpoints, summaries and logs.
+    pub fn is_chief(&self) -> bool {
+        self.rank == 0
     }
 
     /// The settings a resumed run must share with its checkpoint.
@@ -100,6 +128,7 @@ impl TrainConfig {
         Schedule {
             batch_size: self.batch_size,
             towers: self.tower_count(),
+            world_size: self.world_size,
             learning_rate: self.learning_rate,
             learning_rate_decay_factor: self.learning_rate_decay_factor,
             epochs_per_decay: self.epochs_per_decay,
@@ -111,6 +140,15 @@ impl TrainConfig {
     pub fn check_flags(&self) -> Result<(), TrainError> {
         at_least_one("--batch-size", self.batch_size, "examples per tower per step")?;
         at_least_one("--towers", self.towers_per_device, "towers per device")?;
+        at_least_one("WORLD_SIZE", self.world_size, "processes training together")?;
+        if self.rank >= self.world_size {
+            return Err(TrainError::Config(format!(
+                "RANK {} is outside the valid range 0 to {} (WORLD_SIZE {} minus 1)",
+                self.rank,
+                self.world_size - 1,
+                self.world_size
+            )));
+        }
         at_least_one("--input-workers", self.input_workers, "threads making input batches")?;
         at_least_one("--keep-checkpoints", self.keep_checkpoints, "checkpoints kept")?;
         if self.devices.is_empty() {
@@ -192,8 +230,10 @@ pub fn check_threads(threads: usize) -> Result<i32, TrainError> {
 pub struct Schedule {
     /// Examples per tower per step.
     pub batch_size: usize,
-    /// Towers over all devices.
+    /// Towers over all devices of one process.
     pub towers: usize,
+    /// Processes (`WORLD_SIZE`), each with `towers` towers.
+    pub world_size: usize,
     pub learning_rate: f64,
     pub learning_rate_decay_factor: f64,
     pub epochs_per_decay: f64,
@@ -203,10 +243,11 @@ pub struct Schedule {
 impl Schedule {
     /// Each setting as (flag, value as text), in a fixed order. The text is Rust's shortest
     /// round-trip form, so equal values give equal text.
-    pub fn fields(&self) -> [(&'static str, String); 6] {
+    pub fn fields(&self) -> [(&'static str, String); 7] {
         [
             ("--batch-size", self.batch_size.to_string()),
             ("towers", self.towers.to_string()),
+            ("WORLD_SIZE", self.world_size.to_string()),
             ("--learning-rate", self.learning_rate.to_string()),
             ("--learning-rate-decay-factor", self.learning_rate_decay_factor.to_string()),
             ("--num-epochs-per-decay", self.epochs_per_decay.to_string()),
@@ -291,15 +332,22 @@ mod tests {
         let b = Schedule {
             batch_size: 64,
             towers: 2,
+            world_size: 2,
             learning_rate: 0.05,
             learning_rate_decay_factor: 0.5,
             epochs_per_decay: 10.0,
             moving_average_decay: 0.999,
         };
         let found = a.differences(&b).join("; ");
-        for flag in
-            ["--batch-size", "tower", "--learning-rate ", "--learning-rate-decay-factor", "--num-epochs", "--moving"]
-        {
+        for flag in [
+            "--batch-size",
+            "tower",
+            "WORLD_SIZE",
+            "--learning-rate ",
+            "--learning-rate-decay-factor",
+            "--num-epochs",
+            "--moving",
+        ] {
             assert!(found.contains(flag), "{flag} missing from {found}");
         }
         assert!(a.differences(&a).is_empty());

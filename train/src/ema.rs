@@ -51,6 +51,12 @@ impl MovingAverage {
         })
     }
 
+    /// The averages' buffer (what [`MovingAverage::shadow`] views): a data-parallel run
+    /// broadcasts it from rank 0 at the start.
+    pub fn flat(&self) -> &Tensor {
+        &self.flat
+    }
+
     /// The averaged values.
     pub fn shadow(&self) -> &[Tensor] {
         &self.shadow

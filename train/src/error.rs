@@ -24,6 +24,9 @@ pub enum TrainError {
     /// The loss became NaN or infinite at `step` or at a step since the previous read-back
     /// (losses are read back at log, summary, evaluation and checkpoint steps).
     NonFiniteLoss { step: u64, loss: f64 },
+    /// A data-parallel rendezvous or collective failed (the message names the rank, the
+    /// address or the lost rank).
+    Dist(c10d::DistError),
 }
 
 impl fmt::Display for TrainError {
@@ -39,6 +42,7 @@ impl fmt::Display for TrainError {
             TrainError::Io { path, source } => write!(f, "{}: {source}", path.display()),
             TrainError::Config(message) => write!(f, "{message}"),
             TrainError::Checkpoint { path, problem } => write!(f, "checkpoint {}: {problem}", path.display()),
+            TrainError::Dist(e) => write!(f, "distributed training: {e}"),
             TrainError::NonFiniteLoss { step, loss } => write!(
                 f,
                 "model diverged with loss = {loss} by step {step}; training stopped without saving (try a lower --learning-rate)"
@@ -54,8 +58,15 @@ impl std::error::Error for TrainError {
             TrainError::Weights(e) => Some(e),
             TrainError::Data(e) => Some(e),
             TrainError::Io { source, .. } => Some(source),
+            TrainError::Dist(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+impl From<c10d::DistError> for TrainError {
+    fn from(e: c10d::DistError) -> Self {
+        TrainError::Dist(e)
     }
 }
 

@@ -52,12 +52,42 @@ pub struct BatchMaker {
     records: Arc<Records>,
     seed: u64,
     batch_size: usize,
+    /// Examples of the whole step (every process's), of which this maker makes
+    /// `first .. first + batch_size`.
+    step_examples: usize,
+    first: usize,
     order: Option<(u64, Vec<u32>)>,
 }
 
 impl BatchMaker {
     pub fn new(records: Arc<Records>, seed: u64, batch_size: usize) -> BatchMaker {
-        BatchMaker { records, seed, batch_size, order: None }
+        BatchMaker::slice(records, seed, batch_size, (batch_size, 0))
+    }
+
+    /// Makes examples `first .. first + batch_size` of steps of `step_examples` examples:
+    /// one process's share of a data-parallel step, the same examples with the same
+    /// distortions as a single process making the whole step would give those towers.
+    pub fn slice(
+        records: Arc<Records>,
+        seed: u64,
+        batch_size: usize,
+        (step_examples, first): (usize, usize),
+    ) -> BatchMaker {
+        assert!(first + batch_size <= step_examples, "a slice inside the step");
+        BatchMaker { records, seed, batch_size, step_examples, first, order: None }
+    }
+
+    /// The step's distortion stream, past the draws of the examples before this slice.
+    fn distortions(&self, step: u64) -> rand_chacha::ChaCha8Rng {
+        let mut rng = stream(self.seed, Purpose::Distortion, step);
+        for _ in 0..self.first {
+            Distortion::draw(&mut rng);
+        }
+        rng
+    }
+
+    fn position(&self, step: u64, i: usize) -> u64 {
+        step * self.step_examples as u64 + (self.first + i) as u64
     }
 
     /// The record index at `position` of the endless epoch sequence.
@@ -83,9 +113,9 @@ impl BatchMaker {
     pub fn fill(&mut self, step: u64, images: &mut [f32], labels: &mut [i64]) {
         let b = self.batch_size;
         assert!(images.len() == b * INPUT_LEN && labels.len() == b, "buffers for {b} examples");
-        let mut rng = stream(self.seed, Purpose::Distortion, step);
+        let mut rng = self.distortions(step);
         for (i, (out, label)) in images.chunks_exact_mut(INPUT_LEN).zip(labels.iter_mut()).enumerate() {
-            let index = self.example_at(step * b as u64 + i as u64);
+            let index = self.example_at(self.position(step, i));
             Distortion::draw(&mut rng).apply(self.records.image(index), out);
             *label = i64::from(self.records.label(index));
         }
@@ -95,10 +125,10 @@ impl BatchMaker {
     /// draws them (for [`crate::augment`], which applies them on a device).
     pub fn draws(&mut self, step: u64) -> Draws {
         let b = self.batch_size;
-        let mut rng = stream(self.seed, Purpose::Distortion, step);
+        let mut rng = self.distortions(step);
         let mut draws = Draws::with_capacity(b);
         for i in 0..b {
-            let index = self.example_at(step * b as u64 + i as u64);
+            let index = self.example_at(self.position(step, i));
             let d = Distortion::draw(&mut rng);
             draws.records.push(index as i64);
             draws.top.push(d.top as i64);
@@ -294,6 +324,20 @@ impl InputQueue {
         seed: u64,
         batch_size: usize,
         first_step: u64,
+        workers: (usize, usize),
+        pin_for: Option<Device>,
+    ) -> InputQueue {
+        InputQueue::start_slice(records, seed, (batch_size, (batch_size, 0)), first_step, workers, pin_for)
+    }
+
+    /// [`InputQueue::start`] for one process's share of a data-parallel step: batches of
+    /// `batch_size` examples, examples `first ..` of steps of `step_examples` (see
+    /// [`BatchMaker::slice`]), as `(batch_size, (step_examples, first))`.
+    pub fn start_slice(
+        records: Arc<Records>,
+        seed: u64,
+        (batch_size, slice): (usize, (usize, usize)),
+        first_step: u64,
         (workers, depth): (usize, usize),
         pin_for: Option<Device>,
     ) -> InputQueue {
@@ -303,7 +347,7 @@ impl InputQueue {
         let mut handles = Vec::with_capacity(workers);
         for w in 0..workers {
             let (tx, rx) = sync_channel(depth.max(1));
-            let mut maker = BatchMaker::new(Arc::clone(&records), seed, batch_size);
+            let mut maker = BatchMaker::slice(Arc::clone(&records), seed, batch_size, slice);
             let stop = Arc::clone(&stop);
             let handle = std::thread::Builder::new()
                 .name(format!("input-{w}"))

@@ -246,6 +246,50 @@ impl Towers {
             )));
         }
         let per_tower = (examples / self.count()) as i64;
+        let outputs = self.run_towers(images, labels, want_activations, per_tower);
+        average(outputs?, self.master().device(), true)
+    }
+
+    /// [`Towers::compute`] without the division: the gradients and losses summed over this
+    /// process's towers, for a data-parallel step that sums over every process first and
+    /// divides once by the total tower count (so 2 processes × 1 tower give 1 process × 2
+    /// towers' bits).
+    pub fn compute_sum(
+        &mut self,
+        images: &Tensor,
+        labels: &Tensor,
+        want_activations: bool,
+    ) -> Result<StepOutput, TrainError> {
+        let examples = images.size()[0] as usize;
+        if examples == 0 || !examples.is_multiple_of(self.count()) {
+            return Err(TrainError::Config(format!(
+                "a step of {examples} examples is not {} towers' batches of equal size",
+                self.count()
+            )));
+        }
+        let per_tower = (examples / self.count()) as i64;
+        let outputs = self.run_towers(images, labels, want_activations, per_tower);
+        average(outputs?, self.master().device(), false)
+    }
+
+    /// Copies the master weights to every other tower (after a broadcast into the master).
+    pub fn copy_master_to_others(&mut self) -> Result<(), TrainError> {
+        let (master, others) = self.nets.split_first().expect("at least one tower");
+        tch::no_grad(|| -> Result<(), TrainError> {
+            for net in others {
+                net.flat().shallow_clone().f_copy_(master.flat())?;
+            }
+            Ok(())
+        })
+    }
+
+    fn run_towers(
+        &mut self,
+        images: &Tensor,
+        labels: &Tensor,
+        want_activations: bool,
+        per_tower: i64,
+    ) -> Result<Vec<TowerOutput>, TrainError> {
         // Every job is sent before any result is read, so the towers run together; every
         // result of a sent job is read before an error is returned, so that no result is
         // left behind for the next step.
@@ -265,7 +309,7 @@ impl Towers {
             .collect();
         let outputs: Vec<Result<TowerOutput, TrainError>> =
             self.workers.iter().zip(sent).map(|(worker, sent)| worker.result(sent)).collect();
-        average(outputs.into_iter().collect::<Result<Vec<_>, _>>()?, self.master().device())
+        outputs.into_iter().collect()
     }
 
     /// Applies `gradients` (a buffer as [`StepOutput::gradients`]) with plain SGD to the
@@ -426,8 +470,9 @@ fn losses_and_gradients(
 }
 
 /// The towers' mean: one add per tower into the first tower's gradient buffer (copied to
-/// the master device first where needed), then one division.
-fn average(outputs: Vec<TowerOutput>, master: Device) -> Result<StepOutput, TrainError> {
+/// the master device first where needed), then one division (none when `divide` is false:
+/// the sum).
+fn average(outputs: Vec<TowerOutput>, master: Device, divide: bool) -> Result<StepOutput, TrainError> {
     let n = outputs.len() as f64;
     let mut iter = outputs.into_iter();
     let first = iter.next().expect("at least one tower");
@@ -440,7 +485,7 @@ fn average(outputs: Vec<TowerOutput>, master: Device) -> Result<StepOutput, Trai
             total = total.f_add(&out.total_loss)?;
             tower_threads.push(out.thread);
         }
-        if n > 1.0 {
+        if divide && n > 1.0 {
             let _ = gradients.f_div_scalar_(n)?;
             ce = ce.f_div_scalar(n)?;
             total = total.f_div_scalar(n)?;

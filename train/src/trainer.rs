@@ -47,7 +47,7 @@ pub struct TrainOutcome {
     pub last_loss: f64,
     /// Steps per second over this run.
     pub steps_per_sec: f64,
-    /// Examples per second over this run's steps (all towers).
+    /// Examples per second over this run's steps (all towers of every rank).
     pub examples_per_sec: f64,
     /// Fraction of this run's wall time spent waiting for input.
     pub input_wait: f64,
@@ -58,6 +58,9 @@ pub struct TrainOutcome {
     /// Fraction of this run's wall time the summary thread spent reading back, making
     /// histograms and writing, beside the steps.
     pub summary_thread_share: f64,
+    /// Seconds per step spent in the data-parallel all-reduce (0 alone), waiting for the
+    /// slowest rank included.
+    pub all_reduce_per_step: f64,
 }
 
 /// The state that evolves step by step.
@@ -79,6 +82,15 @@ struct Run<'a> {
     summary_time: std::time::Duration,
     eval_set: Option<EvalSet>,
     progress: Progress,
+    /// The other processes of a data-parallel run.
+    group: Option<&'a c10d::ProcessGroup>,
+    /// Time spent in the gradients' all-reduce.
+    all_reduce_time: std::time::Duration,
+    /// This process's stop request (Ctrl-C).
+    stop: &'a AtomicBool,
+    /// Whether any rank asked to stop, as of the last all-reduce: ranks stop together after
+    /// the same step, so none is left waiting in a collective.
+    any_rank_stopping: bool,
 }
 
 /// Trains on `train` (the training records), evaluating on `test` when
@@ -103,11 +115,51 @@ pub fn train_observed(
     stop: &AtomicBool,
     observe: &mut dyn FnMut(u64, &StepOutput),
 ) -> Result<TrainOutcome, TrainError> {
+    train_in_group(config, train, test, stop, observe, None)
+}
+
+/// [`train_observed`] as one rank of a data-parallel run: `group` joins the
+/// `config.world_size` processes (`None` exactly when the run is alone). Every rank starts
+/// from rank 0's weights (or its checkpoint), makes its towers' share of each step's
+/// examples, and applies the gradients averaged over every tower of every rank (one
+/// all-reduce a step), so all ranks make the same updates; rank 0 alone writes checkpoints,
+/// summaries and logs, and evaluates.
+pub fn train_in_group(
+    config: &TrainConfig,
+    train: Arc<Records>,
+    test: Option<&Records>,
+    stop: &AtomicBool,
+    observe: &mut dyn FnMut(u64, &StepOutput),
+    group: Option<&c10d::ProcessGroup>,
+) -> Result<TrainOutcome, TrainError> {
     config.check_flags()?;
+    match group {
+        None if config.world_size > 1 => {
+            return Err(TrainError::Config(format!(
+                "WORLD_SIZE {} needs a process group (none was connected)",
+                config.world_size
+            )))
+        }
+        Some(g) if (g.rank(), g.world_size()) != (config.rank, config.world_size) => {
+            return Err(TrainError::Config(format!(
+                "the process group is rank {} of {}, the settings say RANK {} of WORLD_SIZE {}",
+                g.rank(),
+                g.world_size(),
+                config.rank,
+                config.world_size
+            )))
+        }
+        _ => {}
+    }
     crate::memory::check_fits(config, QUEUE_DEPTH, crate::memory::available_bytes())?;
     crate::cudnn::configure(config.deterministic_cudnn);
-    std::fs::create_dir_all(&config.train_dir).map_err(TrainError::io(&config.train_dir))?;
-    let mut state = start_state(config, train.len())?;
+    if config.is_chief() {
+        std::fs::create_dir_all(&config.train_dir).map_err(TrainError::io(&config.train_dir))?;
+    }
+    let mut state = match group {
+        None => start_state(config, train.len())?,
+        Some(group) => start_state_in_group(config, train.len(), group)?,
+    };
     let mut run = Run {
         config,
         train_examples: train.len(),
@@ -116,20 +168,32 @@ pub fn train_observed(
             config.learning_rate_decay_factor,
             config.epochs_per_decay,
             config.batch_size,
-            config.tower_count(),
+            config.total_towers(),
         ),
-        board: if config.summary_every > 0 { Some(SummaryThread::create(&config.train_dir)?) } else { None },
-        summary_time: std::time::Duration::ZERO,
-        eval_set: match (config.eval_every, test) {
-            (0, _) | (_, None) => None,
-            (_, Some(records)) => Some(EvalSet::new(records)),
+        board: if config.summary_every > 0 && config.is_chief() {
+            Some(SummaryThread::create(&config.train_dir)?)
+        } else {
+            None
         },
-        progress: Progress::new(config.batch_size, config.tower_count(), config.max_steps),
+        summary_time: std::time::Duration::ZERO,
+        eval_set: match (config.eval_every, test, config.is_chief()) {
+            (0, _, _) | (_, None, _) | (_, _, false) => None,
+            (_, Some(records), true) => Some(EvalSet::new(records)),
+        },
+        progress: Progress::new(config.batch_size, config.total_towers(), config.max_steps),
+        group,
+        all_reduce_time: std::time::Duration::ZERO,
+        stop,
+        any_rank_stopping: false,
     };
     let mut inputs = Inputs::start(config, train, &state)?;
     let (first_step, run_start) = (state.step, Instant::now());
 
-    while state.step < config.max_steps && !stop.load(Ordering::Relaxed) {
+    let stopping = |run: &Run| match run.group {
+        None => stop.load(Ordering::Relaxed),
+        Some(_) => run.any_rank_stopping,
+    };
+    while state.step < config.max_steps && !stopping(&run) {
         let waited = Instant::now();
         let batch = inputs.next_batch(state.step)?;
         run.progress.step_done(waited.elapsed());
@@ -139,7 +203,16 @@ pub fn train_observed(
     }
     drop(inputs);
     let last_loss = state.losses.read(state.step)?.map_or(f64::NAN, |l| l.total);
-    let checkpoint = save(config, &state, run.train_examples)?;
+    if let Some(group) = group {
+        // A rank that stopped early (Ctrl-C) would leave the others in an all-reduce: meet
+        // before saving, so that a lost rank is reported rather than a half-written end.
+        group.barrier()?;
+    }
+    let checkpoint = if config.is_chief() {
+        save(config, &state, run.train_examples)?
+    } else {
+        config.train_dir.join(checkpoint::file_name(state.step))
+    };
     if let Some(board) = run.board.as_mut() {
         board.flush()?;
     }
@@ -151,11 +224,12 @@ pub fn train_observed(
         checkpoint,
         last_loss,
         steps_per_sec: steps_run / seconds,
-        examples_per_sec: steps_run * config.global_batch() as f64 / seconds,
+        examples_per_sec: steps_run * config.world_batch() as f64 / seconds,
         input_wait: run.progress.total_input_wait(),
         interrupted: state.step < config.max_steps,
         summary_share: run.summary_time.as_secs_f64() / seconds,
         summary_thread_share: summary_thread / seconds,
+        all_reduce_per_step: run.all_reduce_time.as_secs_f64() / steps_run.max(1.0),
     })
 }
 
@@ -170,6 +244,8 @@ enum Inputs {
 impl Inputs {
     fn start(config: &TrainConfig, train: Arc<Records>, state: &RunState) -> Result<Inputs, TrainError> {
         let batch = config.global_batch();
+        // This process's towers take their slice of the examples of every process's towers.
+        let slice = (config.world_batch(), config.first_example());
         Ok(match config.augment_on {
             AugmentOn::Host => {
                 // Pinned host memory speeds up (and makes asynchronous) the copies to a
@@ -177,12 +253,12 @@ impl Inputs {
                 let pin_for = config.devices.iter().copied().find(|d| d.is_cuda());
                 let workers = (config.input_workers, QUEUE_DEPTH);
                 Inputs::Host {
-                    queue: InputQueue::start(train, state.seed, batch, state.step, workers, pin_for),
+                    queue: InputQueue::start_slice(train, state.seed, (batch, slice), state.step, workers, pin_for),
                     in_flight: InFlight::new(&config.devices, IN_FLIGHT_LIMIT),
                 }
             }
             AugmentOn::Device => {
-                Inputs::Device(DeviceInputs::new(train, state.seed, batch, state.towers.master().device())?)
+                Inputs::Device(DeviceInputs::slice(train, state.seed, (batch, slice), state.towers.master().device())?)
             }
         })
     }
@@ -219,7 +295,18 @@ fn train_step(run: &mut Run, state: &mut RunState, batch: &TensorBatch) -> Resul
     let config = run.config;
     let step = state.step;
     let summarise = run.board.is_some() && step.is_multiple_of(config.summary_every);
-    let out = state.towers.compute(&batch.images, &batch.labels, summarise)?;
+    let out = match run.group {
+        None => state.towers.compute(&batch.images, &batch.labels, summarise)?,
+        Some(group) => {
+            let summed = state.towers.compute_sum(&batch.images, &batch.labels, summarise)?;
+            let start = Instant::now();
+            let asked = run.stop.load(Ordering::Relaxed);
+            let (out, any_stopping) = all_reduce_mean(group, summed, config.total_towers(), asked)?;
+            run.all_reduce_time += start.elapsed();
+            run.any_rank_stopping = any_stopping;
+            out
+        }
+    };
     let learning_rate = run.schedule.at(step);
     state.towers.apply(&out.gradients, learning_rate)?;
     state.step += 1;
@@ -231,7 +318,9 @@ fn train_step(run: &mut Run, state: &mut RunState, batch: &TensorBatch) -> Resul
     let every = |n: u64| n > 0 && state.step.is_multiple_of(n);
     let log_now = every(config.log_frequency);
     let eval_now = run.eval_set.is_some() && every(config.eval_every);
-    let save_now = every(config.checkpoint_every) && state.step < config.max_steps;
+    let save_now = every(config.checkpoint_every) && state.step < config.max_steps && config.is_chief();
+    // Only rank 0 logs; the others read their losses back only where the chief would save.
+    let log_now = log_now && config.is_chief();
     if !(log_now || summarise || eval_now || save_now) {
         return Ok(out);
     }
@@ -354,6 +443,78 @@ impl DeviceLosses {
         }
         Ok(Some(HostLosses { total: v[0], cross_entropy: v[1], total_average: v[2], cross_entropy_average: v[3] }))
     }
+}
+
+/// The sums of `out` (over this process's towers) summed over every rank and divided by
+/// `total_towers`: the gradients, both losses and this rank's stop request (`stop`) in one
+/// buffer, one all-reduce; also whether any rank asked to stop. Gloo works on the host, so a
+/// CUDA buffer makes the trip through host memory.
+fn all_reduce_mean(
+    group: &c10d::ProcessGroup,
+    out: StepOutput,
+    total_towers: usize,
+    stop: bool,
+) -> Result<(StepOutput, bool), TrainError> {
+    let device = out.gradients.device();
+    let n = out.gradients.numel() as i64;
+    let flag = Tensor::f_full([1], if stop { 1.0 } else { 0.0 }, (Kind::Float, device))?;
+    let parts =
+        [out.gradients.shallow_clone(), out.cross_entropy.f_reshape([1])?, out.total_loss.f_reshape([1])?, flag];
+    let mut buffer = Tensor::f_cat(&parts, 0)?.f_to_device(Device::Cpu)?;
+    group.all_reduce_sum(&mut buffer)?;
+    // The buffer is on the host and the all-reduce has finished: reading the flag waits for
+    // nothing.
+    let any_stopping = buffer.f_double_value(&[n + 2])? > 0.0;
+    let buffer = buffer.f_to_device(device)?;
+    let n_towers = total_towers as f64;
+    // The same kernels as the towers' own mean (an in-place division of the summed buffer,
+    // a division of each summed loss), so 2 ranks × 1 tower give 1 rank × 2 towers' bits.
+    let mut gradients = buffer.f_narrow(0, 0, n)?;
+    let _ = gradients.f_div_scalar_(n_towers)?;
+    let cross_entropy = buffer.f_select(0, n)?.f_div_scalar(n_towers)?;
+    let total_loss = buffer.f_select(0, n + 1)?.f_div_scalar(n_towers)?;
+    Ok((StepOutput { cross_entropy, total_loss, gradients, ..out }, any_stopping))
+}
+
+/// [`start_state`] for a rank of a data-parallel run: rank 0 makes it (fresh, or from its
+/// checkpoint) and broadcasts the step, the seed, the weights and their averages, so every
+/// rank starts from rank 0's state whatever its own files hold.
+fn start_state_in_group(
+    config: &TrainConfig,
+    train_examples: usize,
+    group: &c10d::ProcessGroup,
+) -> Result<RunState, TrainError> {
+    let chief = if config.is_chief() { Some(start_state(config, train_examples)) } else { None };
+    let facts = match &chief {
+        Some(Ok(state)) => [1, state.step as i64, state.seed as i64],
+        Some(Err(_)) | None => [0, 0, 0],
+    };
+    let mut meta = Tensor::f_from_slice(&facts)?;
+    group.broadcast(&mut meta, 0)?;
+    let facts = Vec::<i64>::try_from(&meta)?;
+    let mut state = match chief {
+        Some(result) => result?,
+        None if facts[0] == 0 => {
+            return Err(TrainError::Config(format!(
+                "rank {}: rank 0 could not start the run (its own message says why)",
+                config.rank
+            )))
+        }
+        None => {
+            let (step, seed) = (facts[1] as u64, facts[2] as u64);
+            // Placeholder values of the right shapes: the broadcast below overwrites them.
+            let towers = Towers::new(&initial_tensors(seed), &config.devices, config.towers_per_device)?;
+            let ema = MovingAverage::new(towers.master().params(), config.moving_average_decay)?;
+            RunState { step, seed, towers, ema, losses: DeviceLosses::default() }
+        }
+    };
+    for buffer in [state.towers.master().flat().shallow_clone(), state.ema.flat().shallow_clone()] {
+        let mut host = buffer.f_to_device(Device::Cpu)?.f_contiguous()?;
+        group.broadcast(&mut host, 0)?;
+        tch::no_grad(|| buffer.shallow_clone().f_copy_(&host))?;
+    }
+    state.towers.copy_master_to_others()?;
+    Ok(state)
 }
 
 /// A fresh state, or the newest checkpoint's when resuming.

@@ -4,6 +4,7 @@
 //! cifar10-train train --train-dir runs/a --max-steps 30000
 //! cifar10-train train --train-dir runs/a --max-steps 60000 --resume
 //! cifar10-train train --train-dir runs/b --devices cuda:0,cuda:1 --batch-size 128   # 256 examples a step
+//! torchrun --nproc-per-node 2 --no-python cifar10-train train --train-dir runs/c   # 2 processes, Gloo
 //! cifar10-train eval --train-dir runs/a [--every 300]
 //! cifar10-train export --train-dir runs/a --output model.safetensors
 //! ```
@@ -114,6 +115,111 @@ struct TrainArgs {
     /// train on only the first N training examples (quick experiments)
     #[argh(option)]
     train_examples: Option<usize>,
+    /// this process's rank in a data-parallel run, 0 to WORLD_SIZE-1 (default: $RANK, else 0)
+    #[argh(option)]
+    rank: Option<usize>,
+    /// processes training together (default: $WORLD_SIZE, else 1: a run on its own)
+    #[argh(option)]
+    world_size: Option<usize>,
+    /// host of rank 0's rendezvous store (default: $MASTER_ADDR, else 127.0.0.1)
+    #[argh(option)]
+    master_addr: Option<String>,
+    /// port of the rendezvous store (default: $MASTER_PORT, else 29500)
+    #[argh(option)]
+    master_port: Option<u16>,
+    /// collective backend: gloo (CPU; the default) or nccl (CUDA; not built into this trainer yet)
+    #[argh(option)]
+    dist_backend: Option<String>,
+    /// seconds that the rendezvous and each collective may take before the run stops with an error, 1 to 3600
+    #[argh(option, default = "60")]
+    dist_timeout: u64,
+}
+
+/// Where this process stands in a data-parallel run: flags first, then the variables a
+/// launcher (torchrun, a SLURM script) sets.
+struct Launch {
+    rank: usize,
+    world_size: usize,
+    rendezvous: Option<c10d::Rendezvous>,
+}
+
+fn env_number<T: std::str::FromStr>(name: &str) -> Result<Option<T>, TrainError> {
+    match std::env::var(name) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| TrainError::Config(format!("{name}={text:?} is not a valid number"))),
+        Err(_) => Ok(None),
+    }
+}
+
+fn launch(args: &TrainArgs, devices: &[Device]) -> Result<Launch, TrainError> {
+    let world_size = match args.world_size {
+        Some(n) => n,
+        None => env_number("WORLD_SIZE")?.unwrap_or(1),
+    };
+    let rank = match args.rank {
+        Some(r) => r,
+        None => env_number("RANK")?.unwrap_or(0),
+    };
+    if world_size == 0 {
+        return Err(TrainError::Config("--world-size / WORLD_SIZE 0: must be at least 1 (processes)".into()));
+    }
+    if rank >= world_size {
+        return Err(TrainError::Config(format!(
+            "--rank / RANK {rank} is outside the valid range 0 to {} (WORLD_SIZE {world_size} minus 1)",
+            world_size - 1
+        )));
+    }
+    if world_size == 1 {
+        return Ok(Launch { rank, world_size, rendezvous: None });
+    }
+    let backend = match args.dist_backend.as_deref() {
+        Some(name) => name.to_string(),
+        None if devices.iter().any(|d| d.is_cuda()) => "nccl".to_string(),
+        None => "gloo".to_string(),
+    };
+    match backend.as_str() {
+        "gloo" => {}
+        "nccl" => {
+            return Err(TrainError::Config(
+                "--dist-backend nccl (the default on CUDA devices): this trainer is not built with NCCL yet; \
+                 pass --dist-backend gloo (the gradients then go through host memory)"
+                    .into(),
+            ))
+        }
+        other => return Err(TrainError::Config(format!("--dist-backend `{other}`: valid backends are gloo and nccl"))),
+    }
+    if !(1..=3600).contains(&args.dist_timeout) {
+        return Err(TrainError::Config(format!("--dist-timeout {}: must be 1 to 3600 seconds", args.dist_timeout)));
+    }
+    let master_addr = match &args.master_addr {
+        Some(addr) => addr.clone(),
+        None => std::env::var("MASTER_ADDR").unwrap_or_else(|_| "127.0.0.1".into()),
+    };
+    let master_port = match args.master_port {
+        Some(port) => port,
+        None => env_number("MASTER_PORT")?.unwrap_or(29500),
+    };
+    // Under torchrun the elastic agent already serves the store on MASTER_PORT; each
+    // restart of the workers gets its own keys in it.
+    let agent_store = std::env::var("TORCHELASTIC_USE_AGENT_STORE").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    let attempt = std::env::var("TORCHELASTIC_RESTART_COUNT").unwrap_or_else(|_| "0".into());
+    Ok(Launch {
+        rank,
+        world_size,
+        rendezvous: Some(c10d::Rendezvous {
+            master_addr,
+            master_port,
+            rank,
+            world_size,
+            serve_store: rank == 0 && !agent_store,
+            prefix: format!("cifar10-train/{attempt}/"),
+            interface: std::env::var("GLOO_SOCKET_IFNAME").ok().filter(|s| !s.is_empty()),
+            timeout: Duration::from_secs(args.dist_timeout),
+        }),
+    })
 }
 
 #[derive(FromArgs)]
@@ -210,6 +316,7 @@ fn run_train(args: TrainArgs) -> Result<(), TrainError> {
         local_rank: std::env::var("LOCAL_RANK").ok().and_then(|r| r.parse().ok()),
     })?;
     let chosen_by = if args.devices.is_some() { "--devices" } else { "default" };
+    let launch = launch(&args, &devices)?;
     let augment_on = match &args.augment_on {
         Some(text) => train::augment::AugmentOn::parse(text)?,
         None => train::augment::AugmentOn::default_for(&devices),
@@ -238,6 +345,24 @@ fn run_train(args: TrainArgs) -> Result<(), TrainError> {
         input_workers,
         augment_on,
         deterministic_cudnn: args.deterministic_cudnn,
+        rank: launch.rank,
+        world_size: launch.world_size,
+    };
+    let group = match &launch.rendezvous {
+        Some(r) => {
+            let group = c10d::ProcessGroup::connect(r)?;
+            println!(
+                "rank {} of {}: joined the Gloo group through {}:{} ({} towers in all, {} examples per step)",
+                r.rank,
+                r.world_size,
+                r.master_addr,
+                r.master_port,
+                config.total_towers(),
+                config.world_batch()
+            );
+            Some(group)
+        }
+        None => None,
     };
     let device_names: Vec<String> = config.devices.iter().map(|&d| towers::device_name(d)).collect();
     println!(
@@ -260,7 +385,14 @@ fn run_train(args: TrainArgs) -> Result<(), TrainError> {
         },
         config.train_dir.display()
     );
-    let outcome = trainer::train(&config, Arc::new(train_records), test_records.as_ref(), &STOP)?;
+    let outcome = trainer::train_in_group(
+        &config,
+        Arc::new(train_records),
+        test_records.as_ref(),
+        &STOP,
+        &mut |_, _| {},
+        group.as_ref(),
+    )?;
     println!(
         "{} at step {}: {:.2} steps/sec, {:.1} examples/sec over this run, {:.2}% of the time waiting for input, \
          summaries {:.2}% of the time on the training thread and {:.2}% on their own thread; checkpoint {}",
@@ -273,6 +405,12 @@ fn run_train(args: TrainArgs) -> Result<(), TrainError> {
         100.0 * outcome.summary_thread_share,
         outcome.checkpoint.display()
     );
+    if group.is_some() {
+        println!(
+            "all-reduce: {:.2} ms per step (waiting for the slowest rank included)",
+            1e3 * outcome.all_reduce_per_step
+        );
+    }
     Ok(())
 }
 
