@@ -238,16 +238,7 @@ impl Towers {
         labels: &Tensor,
         want_activations: bool,
     ) -> Result<StepOutput, TrainError> {
-        let examples = images.size()[0] as usize;
-        if examples == 0 || !examples.is_multiple_of(self.count()) {
-            return Err(TrainError::Config(format!(
-                "a step of {examples} examples is not {} towers' batches of equal size",
-                self.count()
-            )));
-        }
-        let per_tower = (examples / self.count()) as i64;
-        let outputs = self.run_towers(images, labels, want_activations, per_tower);
-        average(outputs?, self.master().device(), true)
+        self.run_step(images, labels, want_activations, true)
     }
 
     /// [`Towers::compute`] without the division: the gradients and losses summed over this
@@ -260,6 +251,18 @@ impl Towers {
         labels: &Tensor,
         want_activations: bool,
     ) -> Result<StepOutput, TrainError> {
+        self.run_step(images, labels, want_activations, false)
+    }
+
+    /// Splits the step's examples into the towers' batches, runs them, and sums (then, with
+    /// `divide`, averages) their gradients and losses.
+    fn run_step(
+        &mut self,
+        images: &Tensor,
+        labels: &Tensor,
+        want_activations: bool,
+        divide: bool,
+    ) -> Result<StepOutput, TrainError> {
         let examples = images.size()[0] as usize;
         if examples == 0 || !examples.is_multiple_of(self.count()) {
             return Err(TrainError::Config(format!(
@@ -269,7 +272,7 @@ impl Towers {
         }
         let per_tower = (examples / self.count()) as i64;
         let outputs = self.run_towers(images, labels, want_activations, per_tower);
-        average(outputs?, self.master().device(), false)
+        average(outputs?, self.master().device(), divide)
     }
 
     /// Copies the master weights to every other tower (after a broadcast into the master).
