@@ -3,12 +3,14 @@
 //! updates of 1 process × 2 towers (launched by hand and by the project's `torchrun`), a
 //! 2-process run resumes bit for bit, a killed rank stops the survivor within 60 s naming
 //! it, and a wrong master address or a port in use is an error within the timeout.
+mod support;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use support::sample_data_dir;
 use train::checkpoint::{self, Checkpoint};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cifar10-train");
@@ -32,19 +34,6 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// A data folder whose training files and test file are all the in-repo sample.
-fn sample_data_dir(dir: &Path) -> PathBuf {
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/sample");
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let names = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"];
-    for name in names {
-        std::os::unix::fs::symlink(sample.join("test_batch.bin"), data.join(format!("{name}.bin"))).unwrap();
-    }
-    std::os::unix::fs::symlink(sample.join("batches.meta.txt"), data.join("batches.meta.txt")).unwrap();
-    data
 }
 
 /// A port nobody listens on now (the kernel's pick for port 0).
